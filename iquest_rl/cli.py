@@ -1,0 +1,120 @@
+"""`iquest-rl`: run | sft | validate | eval | sandbox | model | inspect | export-sft.
+
+Imports nothing heavy at top level: each subcommand imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .config import ConfigError, load
+
+    bad = 0
+    for path in args.files:
+        try:
+            cfg = load(path, args.set)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            bad += 1
+        else:
+            print(f"{path}: ok ({type(cfg).__name__})")
+    return 1 if bad else 0
+
+
+def _cmd_model_init_tiny(args: argparse.Namespace) -> int:
+    from .models.tiny import make_tiny
+
+    out = make_tiny(args.out, arch=args.arch, size=args.size, seed=args.seed)
+    print(out)
+    return 0
+
+
+def _cmd_model_path(args: argparse.Namespace) -> int:
+    from .models.tiny import resolve_model_path
+
+    for p in args.paths:
+        print(resolve_model_path(p, seed=args.seed))
+    return 0
+
+
+def _not_yet(what: str, issue: str):
+    def run(args: argparse.Namespace) -> int:
+        print(f"iquest-rl {what}: not implemented yet (tracked in the {issue} issue)", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iquest-rl", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="RL training (Thinking branch) from a recipe YAML")
+    run.add_argument("config", type=Path, help="recipe, e.g. experiments/swe_grpo.yaml")
+    run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.group_size=8")
+    run.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    run.set_defaults(func=_not_yet("run", "`iquest-rl run`"))
+
+    sft = sub.add_parser("sft", help="supervised fine-tuning (Instruct or Thinking cold start)")
+    sft.add_argument("--branch", choices=["instruct", "thinking"], default=None)
+    sft.add_argument("--config", type=Path, default=None, help="SFT recipe (kind: sft)")
+    sft.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lr=1e-5")
+    sft.set_defaults(func=_not_yet("sft", "`iquest-rl sft`"))
+
+    val = sub.add_parser("validate", help="check recipe files (file, line, field path and a suggestion)")
+    val.add_argument("files", nargs="+", type=Path)
+    val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override to apply")
+    val.set_defaults(func=_cmd_validate)
+
+    ev = sub.add_parser("eval", help="grade agents or predictions on SWE-style or terminal tasks")
+    ev.set_defaults(func=_not_yet("eval", "Sandboxes"))
+    ev.add_argument("rest", nargs=argparse.REMAINDER)
+
+    sb = sub.add_parser("sandbox", help="sandbox images and cleanup")
+    sb_sub = sb.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
+    sb_gc = sb_sub.add_parser("gc", help="remove containers of dead runs")
+    sb_gc.set_defaults(func=_not_yet("sandbox gc", "Sandboxes"))
+    sb_build = sb_sub.add_parser("build", help="build the base image and sandboxes/images/")
+    sb_build.set_defaults(func=_not_yet("sandbox build", "Sandboxes"))
+
+    model = sub.add_parser("model", help="model utilities")
+    m_sub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
+    tiny = m_sub.add_parser("init-tiny", help="write an offline tiny checkpoint + tokenizer")
+    tiny.add_argument("out", type=Path)
+    tiny.add_argument("--arch", choices=["llama", "loopcoder"], default="llama")
+    tiny.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=_cmd_model_init_tiny)
+    path = m_sub.add_parser("path", help="resolve model paths (tiny:<arch>-<size> is made once and cached)")
+    path.add_argument("paths", nargs="+")
+    path.add_argument("--seed", type=int, default=0)
+    path.set_defaults(func=_cmd_model_path)
+
+    ins = sub.add_parser("inspect", help="summarise a run directory")
+    ins.add_argument("run_dir", type=Path)
+    ins.set_defaults(func=_not_yet("inspect", "`iquest-rl run`"))
+    exp = sub.add_parser("export-sft", help="turn a run's successful trajectories into SFT data")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--min-reward", type=float, default=1.0)
+    exp.set_defaults(func=_not_yet("export-sft", "`iquest-rl run`"))
+    return p
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""StrictModel, YAML loading with dotted overrides, and errors that name the file, line and field."""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Frozen, rejects unknown keys; attribute docstrings become field descriptions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names the file, field path and a suggestion."""
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a","b","c"], value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each `dotted.key=value` set (intermediate mappings created)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = out
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {k!r} is a value, not a block")
+            node = nxt
+        node[keys[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def load_model(cls: type[M], path: str | Path | None, overrides: list[str] = ()) -> M:
+    """Validate YAML at `path` (or {} when None) plus overrides into `cls`; raise ConfigError."""
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides))
+    return validate(cls, data, source=str(path) if path else "<overrides>", overrides=list(overrides))
+
+
+def validate(cls: type[M], data: dict[str, Any], source: str, overrides: list[str] = ()) -> M:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(cls, e, source, list(overrides))) from None
+
+
+def _format_errors(cls: type[BaseModel], err: ValidationError, source: str, overrides: list[str]) -> str:
+    lines = [f"{source}: {err.error_count()} config error(s)"]
+    text = None
+    if Path(source).is_file():
+        text = Path(source).read_text()
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"]]
+        dotted = ".".join(_strip_tags(cls, loc))
+        where = source
+        line = _line_of(text, _strip_tags(cls, loc)) if text else None
+        from_override = any(o.split("=", 1)[0].strip() == dotted for o in overrides)
+        if from_override:
+            where = f"{source} (override {dotted}=...)"
+        elif line:
+            where = f"{source}:{line}"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            valid = _fields_at(cls, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], sorted(valid), n=1, cutoff=0.5)
+            msg = f"unknown key {loc[-1]!r}"
+            msg += f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+        lines.append(f"  {where}: {dotted or '<top>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _unwrap(tp: Any) -> list[type[BaseModel]]:
+    """The BaseModel classes inside an annotation (Optional, Union, Annotated, list of ...)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        return [m for a in typing.get_args(tp) for m in _unwrap(a)]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [tp]
+    return []
+
+
+def _walk(cls: type[BaseModel], loc: list[str]) -> tuple[list[type[BaseModel]], list[str]]:
+    """Follow `loc` through nested models; returns the candidate models there and the loc without
+    pydantic's union tags and list indices."""
+    current: list[type[BaseModel]] = [cls]
+    clean: list[str] = []
+    for part in loc:
+        fields = {n: f for m in current for n, f in m.model_fields.items()}
+        if part in fields:
+            clean.append(part)
+            current = _unwrap(fields[part].annotation)
+            continue
+        # A discriminated-union tag ("grpo") or a list index ("0"): narrow, do not descend.
+        tagged = [m for m in current if _tag_of(m) == part]
+        if tagged:
+            current = tagged
+        elif part.isdigit():
+            clean.append(part)
+        else:
+            clean.append(part)
+            current = []
+    return current, clean
+
+
+def _tag_of(m: type[BaseModel]) -> str | None:
+    f = m.model_fields.get("name")
+    if f is None:
+        return None
+    args = typing.get_args(f.annotation)
+    return str(args[0]) if args else None
+
+
+def _strip_tags(cls: type[BaseModel], loc: list[str]) -> list[str]:
+    return _walk(cls, loc)[1]
+
+
+def _fields_at(cls: type[BaseModel], loc: list[str]) -> set[str]:
+    return {n for m in _walk(cls, loc)[0] for n in m.model_fields}
+
+
+def _line_of(text: str, keys: list[str]) -> int | None:
+    """1-based line of the YAML key at `keys` (deepest key that exists)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for k in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((kn, vn) for kn, vn in node.value if kn.value == k), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and k.isdigit() and int(k) < len(node.value):
+            node = node.value[int(k)]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _deep_copy(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _deep_copy(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_deep_copy(v) for v in d]
+    return d
+
+
+def dump_yaml(model: BaseModel, path: str | Path) -> None:
+    """Write the fully resolved config (defaults included) as YAML."""
+    Path(path).write_text(yaml.safe_dump(model.model_dump(mode="json"), sort_keys=False))

@@ -1,0 +1,30 @@
+"""Where tasks come from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class TaskSourceConfig(StrictModel):
+    kind: Literal["swe", "swe_dir", "terminal", "code_tests"]
+    """swe = SWE-bench rows (hub id or json/jsonl/parquet); swe_dir = self-contained task dirs;
+    terminal = Terminal-Bench task dirs; code_tests = competitive-programming rows."""
+    path: str
+    """File, directory or hub id; `builtin:<name>` = tasks shipped with iquest-rl."""
+    weight: float = Field(1.0, gt=0)
+    """Sampling weight when several sources are mixed."""
+    limit: int = Field(0, ge=0)
+    """Use only the first N tasks; 0 = all."""
+
+
+class TasksConfig(StrictModel):
+    sources: list[TaskSourceConfig] = [TaskSourceConfig(kind="swe_dir", path="builtin:swe_tasks")]
+    """Training task sources."""
+    eval_sources: list[TaskSourceConfig] = []
+    """Held-out evaluation task sources; empty = no periodic evaluation."""
+    shuffle: bool = True
+    """Shuffle tasks each epoch (seeded by run.seed)."""

@@ -1,0 +1,36 @@
+"""Sandbox backend and isolation limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import StrictModel
+
+
+class SandboxConfig(StrictModel):
+    backend: Literal["docker", "local"] = "docker"
+    """docker = isolated containers; local = subprocess, NOT isolation (development only)."""
+    docker_host: str | None = None
+    """Docker engine URL (e.g. ssh://farm or tcp://host:2376); None = DOCKER_HOST or the local socket."""
+    image: str = "iquest-rl/base:bookworm"
+    """Default image when a task names none."""
+    network: bool = False
+    """Give containers a network; False = network_mode none."""
+    memory_mb: int = Field(2048, ge=64)
+    """Memory limit in MiB, swap disabled."""
+    cpus: float = Field(1.0, gt=0)
+    """CPU quota in cores."""
+    pids_limit: int = Field(512, ge=16)
+    """Max processes per container (fork-bomb guard)."""
+    disk_mb: int = Field(0, ge=0)
+    """Writable-layer size in MiB where the storage driver supports it; 0 = tmpfs limits only."""
+    exec_timeout_s: float = Field(60.0, gt=0)
+    """Default timeout of one command in seconds."""
+    output_limit_bytes: int = Field(65536, ge=1024)
+    """Per-stream output cap; head and tail are kept and `truncated` is set."""
+    pool_size: int = Field(2, ge=0)
+    """Warm containers kept per image; 0 = a fresh container per use."""
+    max_concurrency: int = Field(4, ge=1)
+    """Containers alive at once; further requests wait (back-pressure)."""

@@ -1,0 +1,1 @@
+"""Model factories: offline tiny checkpoints and the trainable LoopCoder."""

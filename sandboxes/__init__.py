@@ -1,0 +1,1 @@
+"""Sandboxes: isolated places where agents act and tests run. Depends only on iquest_rl.types."""
