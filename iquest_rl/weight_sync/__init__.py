@@ -1,0 +1,1 @@
+"""Learner -> vLLM weight transport: buckets with checksums, version stamps, fingerprint checks."""

@@ -1,0 +1,46 @@
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _run(*args, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "iquest_rl.cli", *args], capture_output=True, text=True,
+                          env=env, cwd=kw.get("cwd", ROOT))
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, time; t=time.time(); from iquest_rl.cli import main\n"
+            "try: main(['--help'])\nexcept SystemExit: pass\n"
+            "heavy=[m for m in ('torch','vllm','ray','deepspeed','transformers') if m in sys.modules]\n"
+            "print(__import__('json').dumps({'heavy': heavy}))")
+    t = time.time()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+    elapsed = time.time() - t
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"heavy": []}
+    assert elapsed < 1.5, elapsed
+    for cmd in ("run", "sft", "validate", "eval", "sandbox", "model"):
+        assert cmd in out.stdout
+
+
+def test_validate_reports_file_field_and_suggestion(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("name: t\nrollout:\n  num_workrs: 2\n")
+    r = _run("validate", str(ROOT / "experiments" / "swe_grpo.yaml"), str(bad))
+    assert r.returncode == 1
+    assert "swe_grpo.yaml: ok" in r.stdout
+    assert f"{bad}:3: rollout.num_workrs: unknown key 'num_workrs'; did you mean 'num_workers'?" in r.stderr
+
+
+def test_model_init_tiny_writes_a_checkpoint(tmp_path):
+    r = _run("model", "init-tiny", str(tmp_path / "m"), "--arch", "llama", "--size", "tiny")
+    assert r.returncode == 0, r.stderr
+    names = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
