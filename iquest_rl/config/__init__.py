@@ -8,6 +8,7 @@ from .algo import GRPOConfig, KLConfig, PPOConfig
 from .base import ConfigError, StrictModel, apply_overrides, dump_yaml, load_model
 from .data import TaskSourceConfig, TasksConfig
 from .learner import LearnerConfig, LoRAConfig
+from .logging import LoggingConfig
 from .model import ModelConfig
 from .reward import RewardConfig, RewardTermConfig
 from .rollout import AgentConfig, RolloutConfig, SamplingConfig
@@ -16,7 +17,7 @@ from .sandbox import SandboxConfig
 from .sft import SFTConfig, SFTDataSource
 
 __all__ = [
-    "AgentConfig", "ConfigError", "GRPOConfig", "KLConfig", "LearnerConfig", "LoRAConfig", "ModelConfig",
+    "AgentConfig", "ConfigError", "GRPOConfig", "KLConfig", "LearnerConfig", "LoRAConfig", "LoggingConfig", "ModelConfig",
     "PPOConfig", "RayConfig", "RewardConfig", "RewardTermConfig", "RolloutConfig", "RunConfig",
     "SFTConfig", "SFTDataSource", "SamplingConfig", "SandboxConfig", "StrictModel", "TaskSourceConfig",
     "TasksConfig", "apply_overrides", "dump_yaml", "kind_of", "load", "load_model",

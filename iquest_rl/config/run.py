@@ -10,6 +10,7 @@ from .algo import GRPOConfig, PPOConfig
 from .base import StrictModel
 from .data import TasksConfig
 from .learner import LearnerConfig
+from .logging import LoggingConfig
 from .model import ModelConfig
 from .reward import RewardConfig
 from .rollout import RolloutConfig
@@ -64,6 +65,8 @@ class RunConfig(StrictModel):
     """Sandboxes for agents and grading."""
     tasks: TasksConfig = TasksConfig()
     """Task sources."""
+    logging: LoggingConfig = LoggingConfig()
+    """Metric sinks, progress bar and plots."""
 
     @model_validator(mode="before")
     @classmethod
