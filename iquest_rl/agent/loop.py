@@ -1,0 +1,161 @@
+"""One episode: the policy samples, tool calls run in the sandbox, observations are appended as ids.
+
+Token-exact by construction: the prompt is rendered once; every later prompt is the previous one
+plus the sampled ids plus an observation delta (see chat.py). The ids sent to the policy at each
+turn are therefore prefixes of the final trajectory, which `check_prompt_consistency` verifies
+against what the engine reports it saw.
+
+Ends with: "submit" (submit tool), "stop" (a turn without tool calls), "length" (a turn cut by
+max_tokens), "max_turns", "max_context" (the next prompt would not fit), "timeout" (wall clock).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from iquest_rl.config.model import ModelConfig
+from iquest_rl.config.rollout import AgentConfig, SamplingConfig
+from iquest_rl.types import Task, Trajectory, Turn
+from sandboxes.base import Sandbox
+
+from .calls import ParseError, ToolCall
+from .chat import ToolTurnRenderer, render_prompt
+from .observation import truncate_observation
+from .parsers import get_format
+from .policy import Policy
+from .reasoning import reasoning_token_counts, split_reasoning
+from .tools import execute_tool, tool_schemas
+
+METRIC_KEYS = ("turns", "num_tool_calls", "malformed_calls", "redundant_calls", "noop_edits", "tool_errors",
+               "thinking_tokens", "answer_tokens", "observation_truncations", "unclosed_thinking")
+"""Counters every trajectory's meta carries (0 when nothing happened)."""
+
+
+class AgentLoop:
+    """Runs episodes for one tokenizer and text format; holds nothing per episode."""
+
+    def __init__(self, tokenizer: Any, agent: AgentConfig, model: ModelConfig,
+                 tools: list[dict[str, Any]] | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.agent = agent
+        self.think = (model.think_start, model.think_end)
+        self.format = get_format(model.tool_call_format)
+        self.tools = tools if tools is not None else tool_schemas()
+        self.renderer = ToolTurnRenderer(tokenizer) if agent.mode == "multi_turn" else None
+
+    def run(self, task: Task, policy: Policy, sampling: SamplingConfig,
+            sandbox: Sandbox | None = None) -> Trajectory:
+        """One episode of `task`. multi_turn needs a sandbox; single_turn ignores it."""
+        if self.agent.mode == "single_turn":
+            return self._single_turn(task, policy, sampling)
+        if sandbox is None:
+            raise ValueError(f"task {task.task_id}: multi_turn episodes need a sandbox")
+        return self._multi_turn(task, policy, sampling, sandbox)
+
+    def _single_turn(self, task: Task, policy: Policy, sampling: SamplingConfig) -> Trajectory:
+        t0 = time.monotonic()
+        text, ids = render_prompt(self.tokenizer, task.prompt, tools=None)
+        stats: Counter[str] = Counter({k: 0 for k in METRIC_KEYS})
+        turns = [Turn(ids, sampled=False, text=text)]
+        budget = self.agent.max_context_tokens - len(ids)
+        if budget <= 0:
+            return self._finish(task, turns, "max_context", stats, [], t0)
+        sample = policy.generate(list(ids), sampling, min(sampling.max_tokens, budget))
+        self._record_sample(turns, sample, stats)
+        finish = "length" if sample.finish_reason == "length" else "stop"
+        return self._finish(task, turns, finish, stats, [len(ids)], t0)
+
+    def _multi_turn(self, task: Task, policy: Policy, sampling: SamplingConfig, sandbox: Sandbox) -> Trajectory:
+        t0 = time.monotonic()
+        text, prompt = render_prompt(self.tokenizer, task.prompt, tools=self.tools)
+        turns = [Turn(prompt, sampled=False, text=text)]
+        ids = list(prompt)
+        stats: Counter[str] = Counter({k: 0 for k in METRIC_KEYS})
+        seen_calls: set[str] = set()
+        prompt_lengths: list[int] = []
+        finish = "max_turns"
+        for turn_no in range(self.agent.max_turns):
+            if time.monotonic() - t0 > self.agent.wall_clock_s:
+                finish = "timeout"
+                break
+            budget = self.agent.max_context_tokens - len(ids)
+            if budget <= 0:
+                finish = "max_context"
+                break
+            prompt_lengths.append(len(ids))
+            sample = policy.generate(list(ids), sampling, min(sampling.max_tokens, budget))
+            answer = self._record_sample(turns, sample, stats)
+            ids.extend(sample.token_ids)
+            if sample.finish_reason == "length":
+                # A cut turn may hold half a tool call: end here rather than guess.
+                finish = "max_context" if len(ids) >= self.agent.max_context_tokens else "length"
+                break
+            _, calls, errors = self.format.parse(answer, self.tools)
+            if not calls and not errors:
+                finish = "stop"
+                break
+            messages, submitted = self._act(calls, errors, sandbox, seen_calls, stats)
+            if submitted:
+                finish = "submit"
+                break
+            if turn_no == self.agent.max_turns - 1:
+                break  # the calls ran (their edits count), but no turn follows to read the output
+            assert self.renderer is not None
+            obs_text, obs_ids = self.renderer.delta_ids(sample.token_ids, messages)
+            if len(ids) + len(obs_ids) >= self.agent.max_context_tokens:
+                finish = "max_context"
+                break
+            turns.append(Turn(obs_ids, sampled=False, text=obs_text))
+            ids.extend(obs_ids)
+        return self._finish(task, turns, finish, stats, prompt_lengths, t0)
+
+    def _record_sample(self, turns: list[Turn], sample: Any, stats: Counter[str]) -> str:
+        """Append the sampled turn and count its reasoning; returns the answer text to parse."""
+        text = self.tokenizer.decode(sample.token_ids, skip_special_tokens=False)
+        turns.append(Turn(list(sample.token_ids), sampled=True, logprobs=list(sample.logprobs),
+                          policy_version=sample.policy_version, text=text))
+        stats["turns"] += 1
+        thinking, answer = reasoning_token_counts(sample.token_ids, self.tokenizer, *self.think)
+        stats["thinking_tokens"] += thinking
+        stats["answer_tokens"] += answer
+        split = split_reasoning(text, *self.think)
+        if split.thinking and not split.closed:
+            stats["unclosed_thinking"] += 1
+        end = self.renderer.end_text if self.renderer is not None else ""
+        answer_text = split.answer
+        if end and answer_text.endswith(end):
+            answer_text = answer_text[: -len(end)]
+        return answer_text
+
+    def _act(self, calls: list[ToolCall], errors: list[ParseError], sandbox: Sandbox,
+             seen_calls: set[str], stats: Counter[str]) -> tuple[list[dict[str, Any]], bool]:
+        """Run the calls and answer malformed ones, in the order written; stops after submit."""
+        messages: list[dict[str, Any]] = []
+        for item in sorted([*calls, *errors], key=lambda x: x.position):
+            if isinstance(item, ParseError):
+                stats["malformed_calls"] += 1
+                output, name = f"Error: malformed tool call: {item.message}", "error"
+            else:
+                stats["num_tool_calls"] += 1
+                key = item.key()
+                stats["redundant_calls"] += key in seen_calls
+                seen_calls.add(key)
+                result = execute_tool(item, sandbox, self.agent.tool_timeout_s, self.tools)
+                stats["noop_edits"] += result.noop_edit
+                stats["tool_errors"] += result.error
+                if result.submitted:
+                    return messages, True
+                output, name = result.output, item.name
+            output, cut = truncate_observation(output, self.tokenizer, self.agent.observation_max_tokens)
+            stats["observation_truncations"] += bool(cut)
+            messages.append({"role": "tool", "name": name, "content": output})
+        return messages, False
+
+    def _finish(self, task: Task, turns: list[Turn], finish: str, stats: Counter[str],
+                prompt_lengths: list[int], t0: float) -> Trajectory:
+        meta: dict[str, Any] = {k: int(stats[k]) for k in METRIC_KEYS}
+        meta["prompt_lengths"] = prompt_lengths
+        meta["elapsed_s"] = round(time.monotonic() - t0, 3)
+        return Trajectory(task_id=task.task_id, source=task.source, turns=turns, finish_reason=finish, meta=meta)
