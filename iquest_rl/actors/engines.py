@@ -1,0 +1,115 @@
+"""Build the DeepSpeed engines of a learner rank: the policy (causal LM, optional LoRA) and the PPO critic
+(the causal LM's backbone plus a scalar value head).
+
+Weights are partitioned while loading: a live HfDeepSpeedConfig makes transformers' from_pretrained
+construct the model under deepspeed.zero.Init and load each tensor into its partitions, so no rank
+ever holds the whole model. Imported only inside the worker (torch, deepspeed, transformers at top).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from iquest_rl.config.learner import LearnerConfig
+from iquest_rl.config.model import ModelConfig
+
+from .ds_config import deepspeed_config, resolve_dtype
+
+
+class ValueModel(nn.Module):
+    """Causal-LM backbone + Linear(hidden, 1). forward -> values (b,t) aligned with input_ids.
+
+    values[:, t] is V of the state before token t (the hidden state at t-1), the same shift as the
+    logprobs, so GAE over loss-mask positions pairs each sampled token with the value it was drawn
+    from; values[:, 0] = 0.
+    """
+
+    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.value_head = nn.Linear(hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (hidden_size + 1) ** 0.5)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> torch.Tensor:
+        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        v = self.value_head(h[:, :-1]).squeeze(-1).float()
+        return torch.cat([v.new_zeros(v.shape[0], 1), v], dim=1)
+
+
+def _torch_dtype(learner: LearnerConfig, on_gpu: bool) -> torch.dtype:
+    return torch.bfloat16 if resolve_dtype(learner, on_gpu) == "bfloat16" else torch.float32
+
+
+def _load(model_cfg: ModelConfig, ds_config: dict, dtype: torch.dtype, backbone: bool):
+    """from_pretrained under ZeRO-3 partitioning. Returns (model, HfDeepSpeedConfig to keep alive)."""
+    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers.integrations import HfDeepSpeedConfig
+
+    from iquest_rl.models.tiny import resolve_model_path
+
+    path = resolve_model_path(model_cfg.path)
+    # transformers holds only a weak reference: the object must outlive from_pretrained (and training).
+    keep = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
+    cls = AutoModel if backbone else AutoModelForCausalLM
+    model = cls.from_pretrained(path, dtype=dtype, trust_remote_code=model_cfg.trust_remote_code)
+    return model, keep
+
+
+def _hidden_size(model_cfg: ModelConfig) -> int:
+    from transformers import AutoConfig
+
+    from iquest_rl.models.tiny import resolve_model_path
+
+    cfg = AutoConfig.from_pretrained(resolve_model_path(model_cfg.path), trust_remote_code=model_cfg.trust_remote_code)
+    return int(getattr(cfg, "hidden_size"))
+
+
+def _initialize(model: nn.Module, ds_config: dict, keep: Any):
+    import deepspeed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
+    engine.iquest_hf_ds_config = keep  # keeps transformers' ZeRO-3 switch alive with the engine
+    return engine
+
+
+def build_engine(model_cfg: ModelConfig, learner: LearnerConfig, world: int, on_gpu: bool, seed: int):
+    """The policy engine: causal LM (+ PEFT LoRA when learner.lora), gradient checkpointing, AdamW."""
+    hidden = _hidden_size(model_cfg)
+    ds = deepspeed_config(learner, world, on_gpu, hidden)
+    torch.manual_seed(seed)
+    model, keep = _load(model_cfg, ds, _torch_dtype(learner, on_gpu), backbone=False)
+    model.config.use_cache = False
+    if learner.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if learner.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        lc = learner.lora
+        peft_cfg = LoraConfig(r=lc.rank, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                              target_modules=lc.target_modules, bias="none", task_type="CAUSAL_LM")
+        # Same seed on every rank: LoRA A matrices are random and must agree before ZeRO partitions them.
+        torch.manual_seed(seed)
+        model = get_peft_model(model, peft_cfg)
+        if learner.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return _initialize(model, ds, keep)
+
+
+def build_critic_engine(model_cfg: ModelConfig, learner: LearnerConfig, lr: float, world: int, on_gpu: bool,
+                        seed: int):
+    """The critic engine: the policy checkpoint's backbone + a fresh value head, AdamW at `lr`."""
+    hidden = _hidden_size(model_cfg)
+    ds = deepspeed_config(learner, world, on_gpu, hidden, lr=lr)
+    torch.manual_seed(seed + 1)
+    backbone, keep = _load(model_cfg, ds, _torch_dtype(learner, on_gpu), backbone=True)
+    if learner.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # The head is made outside zero.Init; deepspeed.initialize partitions it. Same seed on every rank.
+    torch.manual_seed(seed + 2)
+    model = ValueModel(backbone, hidden).to(_torch_dtype(learner, on_gpu))
+    return _initialize(model, ds, keep)
