@@ -28,6 +28,11 @@ class WeightUpdate:
     checksums: list[str]
     names: list[list[str]] = field(default_factory=list)
     """Tensor names per bucket, for error messages."""
+    probe: str = ""
+    """weight_sync.fingerprint checksum of the probed tensors sent (embeddings, norms, LM head); the
+    receiver recomputes it on what it serves after loading. Empty = not checked."""
+    probe_names: list[str] = field(default_factory=list)
+    """Names covered by `probe` (a partial update probes only the tensors it carries)."""
 
 
 def default_root() -> Path:
@@ -54,11 +59,14 @@ def write_buckets(named: Iterable[tuple[str, "object"]], out_dir: str | Path, ve
     """Split tensors into buckets of about bucket_bytes and write them as safetensors files."""
     from safetensors.torch import save_file
 
+    from .fingerprint import combine, is_probed, tensor_digest
+
     out_dir = Path(out_dir) / f"v{version}"
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     paths, sums, names = [], [], []
+    probe: dict[str, str] = {}
     bucket: list[tuple[str, object]] = []
     size = 0
 
@@ -75,12 +83,15 @@ def write_buckets(named: Iterable[tuple[str, "object"]], out_dir: str | Path, ve
         bucket, size = [], 0
 
     for name, t in named:
+        if is_probed(name):
+            probe[name] = tensor_digest(name, t)
         bucket.append((name, t))
         size += t.numel() * t.element_size()
         if size >= bucket_bytes:
             flush()
     flush()
-    return WeightUpdate(version=version, bucket_paths=paths, checksums=sums, names=names)
+    return WeightUpdate(version=version, bucket_paths=paths, checksums=sums, names=names,
+                        probe=combine(probe) if probe else "", probe_names=sorted(probe))
 
 
 def read_buckets(update: WeightUpdate) -> Iterator[tuple[str, "object"]]:

@@ -1,0 +1,178 @@
+"""RolloutWorker: the Ray actor that owns one VLLMEngine (actors/vllm_engine.py) and serves generation,
+weight updates and sync probes to the controller.
+
+The class is plain; `rollout_actor_cls()` applies ray.remote so importing this module imports no Ray,
+vLLM or torch. Actors are named `rollout-<i>` in the "iquest-rl" namespace. Concurrency: the actor
+is threaded (max_concurrency) so agent episodes can call `generate_one` concurrently while a batch
+is in flight; the engine batches all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from iquest_rl.agent.policy import Sample
+from iquest_rl.config.model import ModelConfig
+from iquest_rl.config.rollout import RolloutConfig, SamplingConfig
+
+NAMESPACE = "iquest-rl"
+
+
+def actor_name(index: int) -> str:
+    return f"rollout-{index}"
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to complete n times (a GRPO group)."""
+
+    prompt_ids: list[int]
+    n: int = 1
+    """Completions sampled for this prompt."""
+    seed: int = 0
+    """Mixed with RolloutConfig.seed and the prompt into the request's sampling seed: the same
+    request on the same weights gives the same samples. Vary it (e.g. step) to get fresh samples."""
+    max_tokens: int | None = None
+    """Per-request cap; None = the worker's SamplingConfig.max_tokens."""
+    request_id: str = ""
+    """Caller's label (task id), echoed in the result."""
+
+
+@dataclass
+class GenerationResult:
+    """The n samples for one request, token-exact, with the reasoning split of each."""
+
+    request_id: str
+    prompt_ids: list[int]
+    samples: list[Sample]
+    thinking_tokens: list[int] = field(default_factory=list)
+    """Per sample: tokens up to and including the think-end marker (all of them if never closed)."""
+    answer_tokens: list[int] = field(default_factory=list)
+    """Per sample: tokens after the think-end marker."""
+
+
+def reasoning_split_metrics(results: Sequence[GenerationResult]) -> dict[str, float]:
+    """Mean thinking and answer length (tokens) and the thinking share over all samples of a batch."""
+    think = [t for r in results for t in r.thinking_tokens]
+    answer = [a for r in results for a in r.answer_tokens]
+    total = sum(think) + sum(answer)
+    n = max(len(think), 1)
+    return {"thinking_tokens_mean": sum(think) / n, "answer_tokens_mean": sum(answer) / n,
+            "thinking_fraction": sum(think) / total if total else 0.0}
+
+
+class RolloutWorker:
+    """Plain class behind the Ray actor (rollout_actor_cls); also usable in-process."""
+
+    def __init__(self, model: ModelConfig, rollout: RolloutConfig, device: str | None = None) -> None:
+        from .vllm_engine import VLLMEngine
+
+        self.model_cfg, self.rollout_cfg = model, rollout
+        self.engine = VLLMEngine(model, rollout, device=device)
+        self._tokenizer: Any = None
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.engine.model_path)
+        return self._tokenizer
+
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingConfig | None = None,
+                 reasoning: bool = True) -> list[GenerationResult]:
+        """Complete every request (n samples each) in one engine batch; order is preserved.
+
+        reasoning=True counts thinking/answer tokens per sample with the agent's reasoning helper.
+        """
+        sampling = sampling or self.rollout_cfg.sampling
+        by_cap: dict[int | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_cap.setdefault(r.max_tokens, []).append(i)
+        samples: list[list[Sample]] = [[] for _ in requests]
+        # One engine call per distinct cap; usually all requests share one.
+        for cap, idx in by_cap.items():
+            groups = self._groups([requests[i] for i in idx], sampling, cap)
+            for i, g in zip(idx, groups):
+                samples[i] = g
+        results = [GenerationResult(r.request_id, list(r.prompt_ids), s) for r, s in zip(requests, samples)]
+        if reasoning:
+            self._count_reasoning(results)
+        return results
+
+    def _groups(self, requests: list[GenerationRequest], sampling: SamplingConfig, cap: int | None):
+        if len({r.n for r in requests}) == 1:
+            return self.engine.generate_groups([r.prompt_ids for r in requests], sampling, requests[0].n,
+                                               [r.seed for r in requests], cap)
+        return [self.engine.generate_groups([r.prompt_ids], sampling, r.n, [r.seed], cap)[0] for r in requests]
+
+    def _count_reasoning(self, results: list[GenerationResult]) -> None:
+        from iquest_rl.agent.reasoning import reasoning_token_counts
+
+        start, end = self.model_cfg.think_start, self.model_cfg.think_end
+        for r in results:
+            counts = [reasoning_token_counts(s.token_ids, self.tokenizer, start, end) for s in r.samples]
+            r.thinking_tokens = [c[0] for c in counts]
+            r.answer_tokens = [c[1] for c in counts]
+
+    def generate_one(self, prompt_ids: list[int], sampling: SamplingConfig, max_tokens: int,
+                     seed: int | None = None) -> Sample:
+        """One turn for an agent episode (agent.policy.Policy shape, plus the seed of VLLMEngine.generate)."""
+        return self.engine.generate(prompt_ids, sampling, max_tokens, seed=seed)
+
+    def update_weights(self, update: Any) -> Any:
+        """WeightUpdate -> Fingerprint; raises WeightSyncError (previous weights kept) on corruption."""
+        return self.engine.update_weights(update)
+
+    def fingerprint(self) -> Any:
+        return self.engine.fingerprint()
+
+    def version(self) -> int:
+        return self.engine.version
+
+    def health(self) -> dict[str, Any]:
+        return self.engine.health()
+
+    def probe_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        """Prompt logprobs (token i given < i, i >= 1) under the served weights, to verify a sync."""
+        return self.engine.prompt_logprobs(sequences)
+
+    def init_weight_transfer(self, init_info: dict[str, Any]) -> None:
+        """GPU: join the learner's NCCL weight-transfer group (weight_sync.nccl)."""
+        self.engine.init_weight_transfer(init_info)
+
+    def receive_weights(self, update_info: dict[str, Any], version: int) -> Any:
+        """GPU: receive one NCCL broadcast from the learner -> Fingerprint."""
+        return self.engine.receive_weights(update_info, version)
+
+    def sleep(self, level: int = 1) -> None:
+        self.engine.sleep(level)
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
+    def shutdown(self) -> None:
+        self.engine.close()
+
+
+class RemotePolicy:
+    """agent.policy.Policy over a RolloutWorker actor handle (one blocking call per turn)."""
+
+    def __init__(self, actor: Any, seed: int | None = None) -> None:
+        self.actor, self.seed, self.turn = actor, seed, 0
+
+    def generate(self, prompt_ids: list[int], sampling: SamplingConfig, max_tokens: int) -> Sample:
+        import ray
+
+        seed = None if self.seed is None else self.seed + self.turn
+        self.turn += 1
+        return ray.get(self.actor.generate_one.remote(list(prompt_ids), sampling, max_tokens, seed))
+
+
+def rollout_actor_cls(num_cpus: float = 1, num_gpus: float = 0, max_concurrency: int = 64) -> Any:
+    """The Ray actor class: `rollout_actor_cls().options(name=actor_name(i), namespace=NAMESPACE)
+    .remote(model_cfg, rollout_cfg)`. Threaded so concurrent episodes reach the engine together."""
+    import ray
+
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_concurrency=max_concurrency)(RolloutWorker)
