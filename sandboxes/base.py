@@ -24,6 +24,8 @@ class ExecResult:
     timed_out: bool = False
     truncated: bool = False
     """True when stdout or stderr was cut to the output cap (head and tail kept, marked)."""
+    oom_killed: bool = False
+    """True when the kernel's OOM killer killed a process of this command (memory limit reached)."""
 
     @property
     def ok(self) -> bool:

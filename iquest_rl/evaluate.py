@@ -1,0 +1,180 @@
+"""`iquest-rl eval`: grade predictions or a scripted agent on SWE-style or Terminal-Bench tasks.
+
+  iquest-rl eval swe --instances builtin:swe_tasks|DIR|FILE|HUB_ID [--predictions FILE | --agent oracle|nop]
+  iquest-rl eval terminal --tasks builtin:terminal_tasks|DIR --agent oracle|nop
+
+Writes a report directory like the SWE-bench / Terminal-Bench harnesses:
+  <report>/<instance_id>/report.json    status (resolved|unresolved|infra_error), per-test statuses, reason
+  <report>/<instance_id>/test_output.txt grading log (head and tail)
+  <report>/<instance_id>/patch.diff      the graded patch (swe)
+  <report>/summary.json                  counts, resolved/unresolved/error ids, accuracy, timings
+Exit status: 0 when every instance was graded, 1 when any ended in an infrastructure error,
+2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from iquest_rl.types import Outcome, Task
+
+STATUS = {Outcome.PASSED: "resolved", Outcome.FAILED: "unresolved", Outcome.INFRA_ERROR: "infra_error"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iquest-rl eval", description="grade predictions or a scripted agent")
+    sub = p.add_subparsers(dest="family", required=True)
+    swe = sub.add_parser("swe", help="SWE-bench rows or SWE-style task dirs")
+    swe.add_argument("--instances", required=True,
+                     help="builtin:swe_tasks, a directory of task dirs, a json/jsonl/parquet file or a hub id")
+    how = swe.add_mutually_exclusive_group(required=True)
+    how.add_argument("--predictions", help="json/jsonl of {instance_id, model_patch[, model_name_or_path]}")
+    how.add_argument("--agent", choices=["oracle", "nop"], help="oracle = the gold patch, nop = an empty patch")
+    swe.add_argument("--split", default="test", help="hub split")
+    swe.add_argument("--test-timeout", type=float, default=600.0, help="seconds for one test run")
+    term = sub.add_parser("terminal", help="Terminal-Bench task dirs")
+    term.add_argument("--tasks", required=True, help="builtin:terminal_tasks or a directory of task dirs")
+    term.add_argument("--agent", choices=["oracle", "nop"], required=True,
+                      help="oracle = run solution.sh, nop = do nothing")
+    for sp in (swe, term):
+        sp.add_argument("--report-dir", default=None, help="default: eval_reports/<family>-<time>")
+        sp.add_argument("--instance-ids", nargs="*", default=None, help="grade only these ids")
+        sp.add_argument("--limit", type=int, default=0, help="first N instances; 0 = all")
+        sp.add_argument("--workers", type=int, default=1, help="instances graded in parallel")
+        sp.add_argument("--docker-host", default=None, help="engine URL (default: DOCKER_HOST or local socket)")
+    return p
+
+
+def load_swe_instances(spec: str, split: str = "test", limit: int = 0) -> list[Task]:
+    from iquest_rl.data.tasks import resolve_path
+    from sandboxes.runtimes import swe, swe_dir
+
+    path = resolve_path(spec)
+    if os.path.isdir(path):
+        return swe_dir.load_tasks(path, limit)
+    return swe.load_tasks(path, limit, split)
+
+
+def load_predictions(path: str) -> dict[str, str]:
+    """SWE-bench predictions (json list, jsonl, or {id: {...}}) -> {instance_id: model_patch}."""
+    with open(path) as f:
+        text = f.read()
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError:
+        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if isinstance(data, dict):
+        data = [{"instance_id": k, **v} for k, v in data.items()]
+    out = {}
+    for n, row in enumerate(data, 1):
+        if "instance_id" not in row or "model_patch" not in row:
+            raise ValueError(f"{path}: prediction {n} needs instance_id and model_patch")
+        out[row["instance_id"]] = row["model_patch"] or ""
+    return out
+
+
+def _write_instance(report_dir: str, task_id: str, grade, patch: str | None) -> dict[str, Any]:
+    d = os.path.join(report_dir, task_id)
+    os.makedirs(d, exist_ok=True)
+    rec = {"instance_id": task_id, "status": STATUS[grade.outcome], "reason": grade.reason,
+           "tests_passed": grade.passed, "tests_total": grade.total, "tests": grade.tests,
+           "duration_s": round(grade.duration_s, 3)}
+    with open(os.path.join(d, "report.json"), "w") as f:
+        json.dump(rec, f, indent=2)
+    with open(os.path.join(d, "test_output.txt"), "w") as f:
+        f.write(grade.log)
+    if patch is not None:
+        with open(os.path.join(d, "patch.diff"), "w") as f:
+            f.write(patch)
+    return rec
+
+
+def _run(family: str, tasks: list[Task], grade_one: Callable[[Task], tuple[Any, str | None]], report_dir: str,
+         workers: int) -> dict[str, Any]:
+    os.makedirs(report_dir, exist_ok=True)
+    t0 = time.monotonic()
+
+    def one(task: Task) -> dict[str, Any]:
+        grade, patch = grade_one(task)
+        rec = _write_instance(report_dir, task.task_id, grade, patch)
+        print(f"{task.task_id}: {rec['status']} ({rec['tests_passed']}/{rec['tests_total']}) {grade.reason[:120]}",
+              flush=True)
+        return rec
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        recs = list(ex.map(one, tasks))
+    ids = {s: sorted(r["instance_id"] for r in recs if r["status"] == s) for s in STATUS.values()}
+    graded = len(recs) - len(ids["infra_error"])
+    summary = {
+        "family": family, "total_instances": len(recs), "completed_instances": graded,
+        "resolved_instances": len(ids["resolved"]), "unresolved_instances": len(ids["unresolved"]),
+        "error_instances": len(ids["infra_error"]),
+        "resolved_ids": ids["resolved"], "unresolved_ids": ids["unresolved"], "error_ids": ids["infra_error"],
+        "accuracy": len(ids["resolved"]) / graded if graded else 0.0,
+        "wall_s": round(time.monotonic() - t0, 2),
+    }
+    with open(os.path.join(report_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def eval_swe(args: argparse.Namespace, factory) -> dict[str, Any]:
+    from sandboxes.runtimes.swe import SWERuntime
+
+    tasks = load_swe_instances(args.instances, args.split, args.limit)
+    preds = load_predictions(args.predictions) if args.predictions else None
+    if args.instance_ids:
+        tasks = [t for t in tasks if t.task_id in set(args.instance_ids)]
+    elif preds is not None:
+        tasks = [t for t in tasks if t.task_id in preds]
+    runtime = SWERuntime(factory, test_timeout_s=args.test_timeout)
+
+    def grade_one(task: Task):
+        if preds is not None:
+            patch = preds.get(task.task_id, "")
+        else:
+            patch = task.meta.get("patch", "") if args.agent == "oracle" else ""
+        return runtime.grade(task, patch), patch
+
+    return _run("swe", tasks, grade_one, args.report_dir, args.workers)
+
+
+def eval_terminal(args: argparse.Namespace, factory) -> dict[str, Any]:
+    from iquest_rl.data.tasks import resolve_path
+    from sandboxes.runtimes.terminal import TerminalRuntime, load_tasks
+
+    tasks = load_tasks(resolve_path(args.tasks), args.limit)
+    if args.instance_ids:
+        tasks = [t for t in tasks if t.task_id in set(args.instance_ids)]
+    runtime = TerminalRuntime(factory)
+    agent = (lambda task, sb: runtime.run_solution(task, sb)) if args.agent == "oracle" else None
+    return _run("terminal", tasks, lambda task: (runtime.evaluate(task, agent), None), args.report_dir, args.workers)
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.report_dir is None:
+        args.report_dir = os.path.join("eval_reports", f"{args.family}-{time.strftime('%Y%m%d-%H%M%S')}")
+    from iquest_rl.config.sandbox import SandboxConfig
+    from sandboxes.runtimes.common import docker_factory
+
+    factory = docker_factory(SandboxConfig(docker_host=args.docker_host))
+    try:
+        summary = (eval_swe if args.family == "swe" else eval_terminal)(args, factory)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"iquest-rl eval: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if not k.endswith("_ids")}))
+    print(f"report: {args.report_dir}")
+    return 1 if summary["error_instances"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(eval_main())

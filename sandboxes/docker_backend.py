@@ -1,0 +1,410 @@
+"""The Docker sandbox: one container per episode, isolated by default.
+
+What it isolates (each on by default, from SandboxConfig):
+  - network: network_mode=none — only a private loopback; the host's loopback, the docker bridge
+    gateway and the internet are unreachable (config.network=True gives the default bridge).
+  - users: the agent's commands run as 1000:1000 (SandboxSpec.user); the keepalive runs as
+    65534:65534 so the agent cannot kill it (no CAP_KILL across uids).
+  - privileges: cap_drop=ALL (root inside has no capabilities either) and no-new-privileges
+    (setuid binaries such as `su` do not elevate).
+  - processes: pids_limit (fork bombs stop there); init=True (docker-init is PID 1 and reaps
+    zombies; `sleep infinity` under it keeps the container alive).
+  - memory: mem_limit with memswap == memory (no swap); the kernel OOM-kills inside the container;
+    the exec reports exit 137 and `oom_killed=True`.
+  - CPU: nano_cpus quota (config.cpus cores).
+  - time: every exec has a wall-clock timeout that kills its whole process group (coreutils
+    `timeout -s KILL` inside, which signals its group without forking) and then every process
+    still carrying the exec's tag (IQUEST_EXEC) in its environment, which catches `setsid`
+    escapees; the stream read stops at the deadline even if an escapee holds stdout open. A
+    command that exits normally may leave background processes running (agents start servers);
+    `kill_processes()` ends them (task runtimes call it before tests), restarting the container
+    if even that cannot start (pids limit exhausted).
+  - output: each stream is capped while read (head and tail kept, `truncated=True`).
+  - disk: /tmp is a tmpfs of bounded size (charged to the memory limit). The writable layer is
+    bounded with storage_opt size when the storage driver supports it (overlay2 only on xfs with
+    pquota — NOT on the usual overlay2-on-ext4); otherwise, when config.disk_mb > 0, RLIMIT_FSIZE
+    bounds each *file* to disk_mb (a single runaway write fails with SIGXFSZ) but many files can
+    still fill the host disk.
+  - host files: no bind mounts, no docker socket; copy_in/copy_out go through the engine's
+    archive API.
+
+What it does NOT isolate: the kernel is shared (a kernel exploit escapes; use gVisor/kata
+through the engine's runtime for hostile code at scale); a process that both leaves the exec's
+process group and clears its environment outlives a timeout (until kill_processes/close); disk
+I/O bandwidth is not limited; without a storage quota the writable layer's total size is
+unbounded (see above); the engine's own work (image unpacking, exec setup) is not charged to the
+sandbox; the clock is the host's; with config.network=True the container reaches whatever the
+bridge reaches. Images must carry the workdir owned by spec.user: with cap_drop=ALL even a root
+exec cannot chown it at run time.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import re
+import shlex
+import threading
+import time
+import uuid
+from typing import Callable
+
+from iquest_rl.config.sandbox import SandboxConfig
+
+from . import tario
+from .base import ExecResult, SandboxInfraError, SandboxSpec
+from .docker_exec import RawExec, killer_argv, run_exec, wrapped_argv
+from .engine import docker_client, engine_errors, infra_error
+from .gitdiff import DIFF_LIMIT, diff_command
+from .lifecycle import owner_labels
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_USER = "65534:65534"
+DEADLINE_GRACE_S = 1.0
+"""Extra seconds the client waits past the in-container timeout before it stops reading."""
+
+_storage_opt_ok: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+class DockerSandbox:
+    """A container started from `spec` with the limits of `config`; see the module docstring."""
+
+    def __init__(self, spec: SandboxSpec, config: SandboxConfig | None = None, client=None,
+                 run_id: str | None = None, on_close: Callable[["DockerSandbox"], None] | None = None):
+        self.spec = spec
+        self.config = config or SandboxConfig()
+        self.client = client or docker_client(self.config.docker_host)
+        self.api = self.client.api
+        self.workdir = spec.workdir
+        self.run_id = run_id
+        self.on_close = on_close
+        self.id: str | None = None
+        self.name = f"iqrl-{_slug(run_id or 'sb')}-{uuid.uuid4().hex[:10]}"
+        self.closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create and start the container; raises SandboxInfraError (container removed) on failure."""
+        import docker.errors
+
+        if self.id is not None:
+            return
+        cfg, key = self.config, self.config.docker_host or self.api.base_url
+        labels = {**owner_labels(self.run_id), **self.spec.labels}
+        want_quota = cfg.disk_mb > 0 and _storage_opt_ok.get(key, True)
+        try:
+            try:
+                created = self._create(labels, quota=want_quota)
+            except docker.errors.APIError as e:
+                if not (want_quota and re.search(r"storage.?opt", str(e), re.I)):
+                    raise
+                log.warning("engine %s cannot bound the writable layer (%s); bounding file size "
+                            "with RLIMIT_FSIZE=%d MiB instead", key, e.explanation, cfg.disk_mb)
+                with _lock:
+                    _storage_opt_ok[key] = False
+                created = self._create(labels, quota=False)
+            self.id = created["Id"]
+            self.api.start(self.id)
+        except docker.errors.ImageNotFound as e:
+            self._abort_start()
+            raise SandboxInfraError(f"sandbox {self.name}: image {self.spec.image!r} not found on the "
+                                    f"engine (no registry pulls: build it locally): {e.explanation}") from e
+        except engine_errors() as e:
+            self._abort_start()
+            raise infra_error(f"sandbox {self.name}: start of image {self.spec.image}", e) from e
+
+    def _create(self, labels: dict[str, str], quota: bool) -> dict:
+        cfg = self.config
+        tmp_mb = cfg.disk_mb or max(16, cfg.memory_mb // 2)
+        extra: dict = {}
+        if cfg.disk_mb > 0:
+            if quota:
+                extra["storage_opt"] = {"size": f"{cfg.disk_mb}M"}
+            else:
+                from docker.types import Ulimit
+                extra["ulimits"] = [Ulimit(name="fsize", soft=cfg.disk_mb << 20, hard=cfg.disk_mb << 20)]
+        host_config = self.api.create_host_config(
+            network_mode="bridge" if cfg.network else "none",
+            init=True,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            pids_limit=cfg.pids_limit,
+            mem_limit=f"{cfg.memory_mb}m",
+            memswap_limit=f"{cfg.memory_mb}m",
+            nano_cpus=int(cfg.cpus * 1e9),
+            tmpfs={"/tmp": f"rw,nosuid,nodev,size={tmp_mb}m,mode=1777"},
+            log_config={"type": "none", "config": {}},
+            **extra,
+        )
+        return self.api.create_container(
+            self.spec.image, ["sleep", "infinity"], name=self.name, user=KEEPALIVE_USER,
+            working_dir=self.spec.workdir, environment=self.spec.env, labels=labels,
+            host_config=host_config,
+        )
+
+    def close(self) -> None:
+        """Remove the container (idempotent). A failed removal is logged; `gc` collects it later."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._remove_quietly(log_errors=True)
+        finally:
+            if self.on_close is not None:
+                self.on_close(self)
+
+    def _abort_start(self) -> None:
+        """Undo a half-done start() so that it can be called again."""
+        self._remove_quietly(log_errors=True)
+        self.id = None
+
+    def _remove_quietly(self, log_errors: bool = False) -> None:
+        import docker.errors
+
+        if self.id is None:
+            return
+        for attempt in range(3):
+            try:
+                self.api.remove_container(self.id, force=True, v=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except engine_errors() as e:  # removal is best effort; gc is the backstop
+                if attempt == 2 and log_errors:
+                    log.warning("sandbox %s: remove failed, left for `iquest-rl sandbox gc`: %s", self.name, e)
+                time.sleep(0.2 * (attempt + 1))
+
+    def __enter__(self) -> "DockerSandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def alive(self) -> bool:
+        """Is the container running (one inspect call)?"""
+        try:
+            return bool(self.api.inspect_container(self.id)["State"]["Running"])
+        except engine_errors():  # any engine failure means "not usable"
+            return False
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def exec(self, cmd: str, timeout: float | None = None, user: str | None = None,
+             workdir: str | None = None, env: dict[str, str] | None = None) -> ExecResult:
+        """Run `cmd` under bash (sh if absent) with a wall-clock timeout; see the module docstring."""
+        return self._exec(cmd, timeout, user, workdir, env, self.config.output_limit_bytes)
+
+    def _exec(self, cmd: str, timeout: float | None, user: str | None, workdir: str | None,
+              env: dict[str, str] | None, limit: int) -> ExecResult:
+        self._require_started()
+        timeout = float(timeout if timeout is not None else self.config.exec_timeout_s)
+        if timeout <= 0:
+            raise ValueError(f"sandbox {self.name}: exec timeout must be > 0, got {timeout}")
+        user = user or self.spec.user
+        tag = uuid.uuid4().hex
+        raw = self._raw(wrapped_argv(cmd, timeout), user, workdir,
+                        {**(env or {}), "IQUEST_EXEC": tag}, timeout + DEADLINE_GRACE_S, limit)
+        timed_out = raw.hit_deadline or (raw.exit_code == 137 and raw.duration_s >= timeout)
+        if timed_out:
+            self._kill_tagged(tag, user)
+        elif raw.exit_code is None or raw.exit_code >= 126 and raw.exit_code != 127:
+            # A process killed by a signal may have died with its container; the engine records
+            # the container's exit a moment after the exec's, so poll briefly.
+            settle = 0.5 if raw.exit_code is None or raw.exit_code >= 128 else 0.0
+            self._check_alive(f"exec of {cmd[:80]!r} (exit status {raw.exit_code})", settle)
+        oom = not timed_out and raw.exit_code == 137 and self._oom_since(raw)
+        stderr = raw.stderr.text()
+        if oom:
+            stderr += f"\n[iquest-rl: killed by the OOM killer (memory limit {self.config.memory_mb} MiB)]\n"
+        return ExecResult(
+            exit_code=-1 if timed_out else int(raw.exit_code), stdout=raw.stdout.text(), stderr=stderr,
+            duration_s=raw.duration_s, timed_out=timed_out,
+            truncated=raw.stdout.truncated or raw.stderr.truncated, oom_killed=oom)
+
+    def _raw(self, argv: list[str], user: str, workdir: str | None, env: dict[str, str] | None,
+             deadline_s: float, limit: int) -> RawExec:
+        """run_exec with engine errors and refused execs turned into SandboxInfraError."""
+        import docker.errors
+
+        what = f"sandbox {self.name} ({self.id[:12]})"
+        try:
+            raw = run_exec(self.api, self.id, argv, user=user, workdir=workdir or self.workdir,
+                           env=env, deadline_s=deadline_s, limit=limit)
+        except docker.errors.APIError as e:
+            if e.status_code == 409 or not self.alive():
+                raise SandboxInfraError(f"{what}: container is not running (died or was removed): "
+                                        f"{e.explanation}") from e
+            raise infra_error(f"{what}: exec failed to start", e) from e
+        except engine_errors() as e:  # transport failures (daemon gone, socket cut)
+            raise infra_error(f"{what}: exec transport failed", e) from e
+        if raw.pid == 0 and not raw.hit_deadline:
+            # The runtime refused to start the process (e.g. pids limit reached, bad user/workdir):
+            # the engine writes its error into the stream and the exit status is 126.
+            if not self.alive():
+                raise SandboxInfraError(f"{what}: container died")
+            raise SandboxInfraError(f"{what}: exec failed to start: "
+                                    f"{(raw.stdout.text() + raw.stderr.text()).strip()[:500]}")
+        return raw
+
+    def kill_processes(self, user: str | None = None) -> None:
+        """Kill every process of `user` (default spec.user) in the container, e.g. servers an agent
+        left in the background, before tests run. Restarts the container when no process can be
+        started (pids limit exhausted by a fork bomb); the writable layer survives, /tmp does not."""
+        try:
+            # As the same uid (no CAP_KILL): kill(-1) reaches all of that uid's processes but itself.
+            self._raw(["/bin/sh", "-c", "kill -9 -1"], user or self.spec.user, "/", None, 15.0, 4096)
+        except SandboxInfraError:
+            if not self.alive():
+                raise
+            self._restart("processes could not be listed or killed")
+
+    def _restart(self, why: str) -> None:
+        log.warning("sandbox %s: restarting the container: %s", self.name, why)
+        try:
+            self.api.restart(self.id, timeout=0)
+        except engine_errors() as e:
+            raise infra_error(f"sandbox {self.name}: restart ({why})", e) from e
+
+    def _kill_tagged(self, tag: str, user: str) -> None:
+        """Kill every process left by a timed-out exec (run as the same uid: no CAP_KILL here)."""
+        for attempt in range(3):
+            try:
+                self._raw(killer_argv(tag), user, "/", None, 15.0, 4096)
+                return
+            except SandboxInfraError as e:
+                if not self.alive():
+                    raise
+                log.warning("sandbox %s: cleanup after timeout failed (attempt %d): %s", self.name, attempt + 1, e)
+                time.sleep(0.2 * (attempt + 1))
+        # Could not even start a process (pids exhausted by escapees): restart the container. The
+        # writable layer (the repo) survives a restart; processes and /tmp do not.
+        self._restart("processes left by a timed-out exec could not be killed")
+
+    def _check_alive(self, what: str, settle_s: float = 0.0) -> None:
+        """Raise SandboxInfraError if the container is not running (re-checked for `settle_s`)."""
+        end = time.monotonic() + settle_s
+        while True:
+            try:
+                state = self.api.inspect_container(self.id)["State"]
+            except engine_errors() as e:  # engine failure or container removed under us
+                raise infra_error(f"sandbox {self.name} ({self.id[:12]}): {what}; inspect failed", e) from e
+            if not state["Running"] or time.monotonic() >= end:
+                break
+            time.sleep(0.05)
+        if not state["Running"]:
+            raise SandboxInfraError(
+                f"sandbox {self.name} ({self.id[:12]}): container died during {what}: status "
+                f"{state['Status']}, exit code {state['ExitCode']}, OOMKilled={state['OOMKilled']}")
+
+    def _oom_since(self, raw: RawExec) -> bool:
+        """Did the engine report an OOM kill in this container during the exec?"""
+        # The OOM event usually reaches the engine before the killed process's exit reaches us, but
+        # not always: look up to now, then once more over a short window into the future (the
+        # events call blocks until its `until`). A remote engine with a skewed clock can miss it.
+        since = raw.started_at - 0.05
+        for ahead in (0.0, 0.5):
+            try:
+                events = self.client.events(since=_ts(since), until=_ts(time.time() + ahead), decode=True,
+                                            filters={"container": self.id, "event": "oom"})
+                if any(True for _ in events):
+                    return True
+            except engine_errors() as e:  # the result stands without the OOM flag
+                log.warning("sandbox %s: could not read OOM events: %s", self.name, e)
+                return False
+        return False
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def read_file(self, path: str) -> bytes:
+        return tario.single_file(self._get_archive(path), f"{self.name}:{self._abs(path)}")
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        path = self._abs(path)
+        if isinstance(data, str):
+            data = data.encode()
+        uid, gid = tario.parse_user(self.spec.user)
+        self._put_archive(posixpath.dirname(path), tario.file_tar(posixpath.basename(path), data, mode, uid, gid))
+
+    def copy_in(self, src: str, dest: str) -> None:
+        """Copy host file or directory `src` so that it becomes `dest` in the sandbox (owned by spec.user)."""
+        dest = self._abs(dest)
+        uid, gid = tario.parse_user(self.spec.user)
+        self._put_archive(posixpath.dirname(dest), tario.path_tar(src, posixpath.basename(dest), uid, gid))
+
+    def copy_out(self, src: str, dest: str) -> None:
+        """Copy sandbox file or directory `src` to host path `dest` (replaced if present)."""
+        tario.extract_to(self._get_archive(src), dest)
+
+    def diff(self, base: str = "HEAD") -> str:
+        """`git diff --binary` of the workdir repo against `base` (a task's base commit; HEAD by
+        default), new untracked files included, .gitignore'd files excluded. Uses a temporary
+        index, so the repo's index, objects and commits are left exactly as they were.
+
+        Raises RuntimeError when git fails (no repo, unknown base) and ValueError past DIFF_LIMIT.
+        """
+        r = self._exec(diff_command(base), 120.0, None, None, None, DIFF_LIMIT)
+        if r.exit_code != 0:
+            raise RuntimeError(f"sandbox {self.name}: git diff in {self.workdir} failed "
+                               f"(exit {r.exit_code}): {r.stderr.strip()[:500]}")
+        if r.truncated:
+            raise ValueError(f"sandbox {self.name}: diff of {self.workdir} exceeds {DIFF_LIMIT} bytes")
+        return r.stdout
+
+    def _get_archive(self, path: str) -> bytes:
+        import docker.errors
+
+        self._require_started()
+        path = self._abs(path)
+        try:
+            stream, _ = self.api.get_archive(self.id, path)
+            return b"".join(stream)
+        except docker.errors.NotFound as e:
+            if "No such container" in str(e):
+                raise SandboxInfraError(f"sandbox {self.name}: container is gone: {e.explanation}") from e
+            raise FileNotFoundError(f"{self.name}:{path}") from e
+        except engine_errors() as e:
+            raise infra_error(f"sandbox {self.name}: read {path}", e) from e
+
+    def _put_archive(self, parent: str, data: bytes) -> None:
+        import docker.errors
+
+        self._require_started()
+        for attempt in range(2):
+            try:
+                self.api.put_archive(self.id, parent, data)
+                return
+            except docker.errors.NotFound as e:
+                if "No such container" in str(e) or attempt == 1:
+                    raise SandboxInfraError(f"sandbox {self.name}: put into {parent}: {e.explanation}") from e
+            except docker.errors.APIError as e:
+                if e.status_code in (400, 403):  # e.g. target is a read-only path
+                    raise PermissionError(f"{self.name}:{parent}: {e.explanation}") from e
+                raise infra_error(f"sandbox {self.name}: write into {parent}", e) from e
+            except engine_errors() as e:
+                raise infra_error(f"sandbox {self.name}: write into {parent}", e) from e
+            r = self.exec(f"mkdir -p {shlex.quote(parent)}", timeout=30)
+            if not r.ok:
+                raise PermissionError(f"{self.name}: cannot create {parent}: {r.stderr.strip()}")
+
+    def _abs(self, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.workdir, path))
+
+    def _require_started(self) -> None:
+        if self.id is None:
+            raise RuntimeError(f"sandbox {self.name}: start() it first")
+        if self.closed:
+            raise RuntimeError(f"sandbox {self.name}: already closed")
+
+
+def _ts(t: float) -> str:
+    """Unix time for the events API: "SECONDS.NANOSECONDS" (a plain float's fraction would be read
+    as a count of nanoseconds, i.e. truncated to the second)."""
+    return f"{int(t)}.{int((t % 1) * 1e9):09d}"
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9_.-]", "-", s)[:24]

@@ -1,0 +1,212 @@
+"""A pool of sandboxes: warm containers per spec, a bound on containers alive, back-pressure.
+
+Reuse policy: a sandbox is NEVER reused after it was handed out. Resetting a used container
+(git reset/clean, killing processes) does not restore files outside the repo (home directory,
+site-packages, /etc files the agent could write) and `docker diff` cannot tell a restored file
+from an untouched one, so equivalence to a fresh container cannot be proven. Instead the pool
+keeps `pool_size` containers per spec started and untouched ("warm"); handing one out costs a
+health check (one inspect call) instead of a start, and a used one is always removed.
+
+Bound: at most `max_concurrency` containers are alive (warm, in use or starting). A request that
+finds no slot takes a warm container of its own spec, evicts an idle warm one of another spec, or
+waits; past its timeout it raises SandboxPoolTimeout (a SandboxInfraError) saying so.
+Starts are retried with backoff on infrastructure errors only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator
+
+from iquest_rl.config.sandbox import SandboxConfig
+
+from .base import Sandbox, SandboxInfraError, SandboxSpec
+from .engine import retry_infra
+
+log = logging.getLogger(__name__)
+
+START_ATTEMPTS = 3
+"""Tries to start one sandbox before giving up (infrastructure errors only)."""
+
+
+class SandboxPoolTimeout(SandboxInfraError):
+    """No sandbox slot became free within the caller's timeout (back-pressure)."""
+
+
+def make_sandbox(config: SandboxConfig, spec: SandboxSpec, client=None, run_id: str | None = None,
+                 on_close: Callable | None = None) -> Sandbox:
+    """An unstarted sandbox of `config.backend` for `spec`."""
+    if config.backend == "local":
+        from .local_backend import LocalSandbox
+        return LocalSandbox(spec, config, on_close=on_close)
+    from .docker_backend import DockerSandbox
+    return DockerSandbox(spec, config, client=client, run_id=run_id, on_close=on_close)
+
+
+def _key(spec: SandboxSpec) -> tuple:
+    return (spec.image, spec.workdir, spec.user, tuple(sorted(spec.env.items())),
+            tuple(sorted(spec.labels.items())))
+
+
+class SandboxPool:
+    """Hands out started sandboxes; `with pool.sandbox(spec) as sb:` returns the slot on exit."""
+
+    def __init__(self, config: SandboxConfig, client=None, run_id: str | None = None,
+                 acquire_timeout_s: float = 600.0,
+                 factory: Callable[..., Sandbox] | None = None):
+        self.config = config
+        self.acquire_timeout_s = acquire_timeout_s
+        self._factory = factory or (lambda spec, on_close: make_sandbox(config, spec, client, run_id, on_close))
+        self._cond = threading.Condition()
+        self._alive = 0          # slots held: warm + in use + starting
+        self._waiting = 0        # callers blocked in acquire()
+        self._warm: dict[tuple, list[Sandbox]] = {}
+        self._refilling: dict[tuple, int] = {}
+        self._no_release: set[int] = set()  # ids of sandboxes whose slot passes to a caller on close
+        self._closed = False
+        self._refiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-pool")
+
+    # -- public --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def sandbox(self, spec: SandboxSpec, timeout: float | None = None) -> Iterator[Sandbox]:
+        sb = self.acquire(spec, timeout)
+        try:
+            yield sb
+        finally:
+            sb.close()
+
+    def acquire(self, spec: SandboxSpec, timeout: float | None = None) -> Sandbox:
+        """A started, healthy sandbox for `spec`; close() it to free its slot. Blocks while
+        `max_concurrency` are alive; raises SandboxPoolTimeout after `timeout` seconds."""
+        key = _key(spec)
+        limit = self.acquire_timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        warm, victim = self._take_slot(key, deadline, limit)
+        if victim is not None:
+            victim.close()  # its slot is ours now
+        if warm is not None:
+            if warm.alive():
+                self.prewarm(spec)
+                return warm
+            log.warning("sandbox pool: warm sandbox %s failed its health check; replacing it",
+                        getattr(warm, "name", "?"))
+            with self._cond:
+                self._no_release.add(id(warm))
+            warm.close()  # its slot is ours now
+        try:
+            sb = self._start(spec)
+        except BaseException:
+            self._release_slot()
+            raise
+        self.prewarm(spec)
+        return sb
+
+    def prewarm(self, spec: SandboxSpec) -> None:
+        """Start warm sandboxes for `spec` in the background until `pool_size` are ready, as far as
+        free slots allow (never taking a slot a waiting caller needs)."""
+        key = _key(spec)
+        with self._cond:
+            if self._closed:
+                return
+            need = self.config.pool_size - len(self._warm.get(key, [])) - self._refilling.get(key, 0)
+            for _ in range(max(0, need)):
+                if self._alive + self._waiting >= self.config.max_concurrency:
+                    break
+                self._alive += 1
+                self._refilling[key] = self._refilling.get(key, 0) + 1
+                self._refiller.submit(self._refill_one, spec, key)
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"alive": self._alive, "waiting": self._waiting,
+                    "warm": sum(len(v) for v in self._warm.values()),
+                    "starting": sum(self._refilling.values())}
+
+    def close(self) -> None:
+        """Remove warm sandboxes and stop refilling; sandboxes in use are closed by their holders."""
+        with self._cond:
+            self._closed = True
+            warm = [sb for v in self._warm.values() for sb in v]
+            self._warm.clear()
+            self._cond.notify_all()
+        for sb in warm:
+            sb.close()
+        self._refiller.shutdown(wait=True)
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- slots ---------------------------------------------------------------------------------
+
+    def _take_slot(self, key: tuple, deadline: float, limit: float) -> tuple[Sandbox | None, Sandbox | None]:
+        """Under the lock: (a warm sandbox of `key`, None), (None, a warm victim to close whose slot
+        we inherit) or (None, None) with a fresh slot reserved. Waits while none is possible."""
+        with self._cond:
+            self._waiting += 1
+            try:
+                while True:
+                    if self._closed:
+                        raise RuntimeError("sandbox pool is closed")
+                    if self._warm.get(key):
+                        return self._warm[key].pop(), None
+                    if self._alive < self.config.max_concurrency:
+                        self._alive += 1
+                        return None, None
+                    victim = next((v.pop() for k, v in self._warm.items() if v and k != key), None)
+                    if victim is not None:
+                        self._no_release.add(id(victim))
+                        return None, victim
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise SandboxPoolTimeout(
+                            f"no sandbox slot free within {limit:.0f}s: {self._alive} of max_concurrency="
+                            f"{self.config.max_concurrency} containers alive ({self._waiting} callers "
+                            f"waiting); raise sandbox.max_concurrency or close sandboxes sooner")
+                    self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+
+    def _release_slot(self) -> None:
+        with self._cond:
+            self._alive -= 1
+            self._cond.notify_all()
+
+    def _on_close(self, sb: Sandbox) -> None:
+        with self._cond:
+            if id(sb) in self._no_release:
+                self._no_release.discard(id(sb))
+                return
+        self._release_slot()
+
+    def _start(self, spec: SandboxSpec) -> Sandbox:
+        def attempt() -> Sandbox:
+            sb = self._factory(spec, None)
+            sb.start()  # a failed start removes its own container and holds no slot
+            sb.on_close = self._on_close
+            return sb
+        return retry_infra(attempt, attempts=START_ATTEMPTS, what=f"start of a sandbox for {spec.image}")
+
+    def _refill_one(self, spec: SandboxSpec, key: tuple) -> None:
+        try:
+            sb = self._start(spec)
+        except Exception as e:  # noqa: BLE001 - a failed warm start only costs the warm slot
+            log.warning("sandbox pool: warm start for %s failed: %s", spec.image, e)
+            with self._cond:
+                self._refilling[key] -= 1
+            self._release_slot()
+            return
+        with self._cond:
+            self._refilling[key] -= 1
+            if not self._closed:
+                self._warm.setdefault(key, []).append(sb)
+                self._cond.notify_all()
+                return
+        sb.close()

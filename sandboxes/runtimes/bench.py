@@ -1,0 +1,67 @@
+"""SWE evaluations per minute: a warm SandboxPool vs one cold container per evaluation.
+
+Hook for bench/sandbox.py (`swe_evals_per_min(quick) -> dict`, merged into its JSON). Both sides
+grade the same shipped task with its gold patch through SWERuntime, sequentially, blocks
+interleaved (cold, warm, cold, warm, ...) so load drifting on a shared machine hits both alike:
+  cold: SWERuntime over plain DockerSandbox (create + start + grade + remove per evaluation)
+  warm: SWERuntime over SandboxPool(pool_size=2): a started container is taken, the next one
+        starts in the background while this evaluation runs; used ones are always removed.
+warm_vs_cold_evals_ratio = warm evals/min / cold evals/min (larger is better; issue goal >= 3).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+
+def swe_evals_per_min(quick: bool = False, task_id: str = "spans-1") -> dict:
+    from iquest_rl.config.sandbox import SandboxConfig
+    from iquest_rl.data.tasks import resolve_path
+    from iquest_rl.types import Outcome
+    from sandboxes.lifecycle import gc
+    from sandboxes.pool import SandboxPool
+
+    from . import swe_dir
+    from .common import docker_factory, pool_factory
+    from .swe import SWERuntime
+
+    task = next(t for t in swe_dir.load_tasks(resolve_path("builtin:swe_tasks")) if t.task_id == task_id)
+    run_id = f"bench-swe-{uuid.uuid4().hex[:8]}"
+    cfg = SandboxConfig(pool_size=2, max_concurrency=4)
+    rounds, per_block = (2, 2) if quick else (4, 5)
+    times = {"cold": [], "warm": []}
+    pool = SandboxPool(cfg, run_id=run_id)
+    cold = SWERuntime(docker_factory(cfg), test_timeout_s=120)
+    warm = SWERuntime(pool_factory(pool), test_timeout_s=120)
+    try:
+        warm.image(task)  # build outside the timing
+        pool.prewarm(warm.spec(task))
+        assert cold.grade(task, task.meta["patch"]).outcome is Outcome.PASSED  # warm-up: caches, page cache
+        time.sleep(1.0)
+        for _ in range(rounds):
+            for name, rt in (("cold", cold), ("warm", warm)):
+                for _ in range(per_block):
+                    t = time.perf_counter()
+                    g = rt.grade(task, task.meta["patch"])
+                    times[name].append(time.perf_counter() - t)
+                    if g.outcome is not Outcome.PASSED:
+                        raise RuntimeError(f"bench: {name} grading of {task_id} gave {g.outcome}: {g.reason}")
+    finally:
+        pool.close()
+        gc(run_id=run_id)
+    per_min = {k: 60.0 * len(v) / sum(v) for k, v in times.items()}
+    return {
+        "swe_evals": len(times["cold"]) + len(times["warm"]), "swe_task": task_id,
+        "swe_cold_evals_per_min": round(per_min["cold"], 2), "swe_warm_evals_per_min": round(per_min["warm"], 2),
+        "swe_cold_eval_mean_s": round(sum(times["cold"]) / len(times["cold"]), 3),
+        "swe_warm_eval_mean_s": round(sum(times["warm"]) / len(times["warm"]), 3),
+        "warm_vs_cold_evals_ratio": round(per_min["warm"] / per_min["cold"], 3),
+    }
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    print(json.dumps(swe_evals_per_min("--quick" in sys.argv)))

@@ -1,0 +1,177 @@
+"""Competitive-programming grading: a solution runs against stdin/stdout or function-call tests.
+
+Rows (LiveCodeBench, CodeContests, APPS or our own jsonl) are normalised by `row_to_task` into
+meta = {"tests": [{"input", "output"}], "fn_name": str|None, "time_limit_s": float}. Grading
+starts one container per solution and runs every test in one exec through code_runner.py (one
+subprocess per test with the time limit and an address-space limit). Reward = fraction passed.
+
+Isolation: the solution runs as the sandbox user with no network, inside the container's limits;
+a test that exceeds its time limit is killed (whole process group) and counts as failed. Not
+isolated from each other: tests of one solution share the container (a solution could leave files
+that a later test of the SAME solution reads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+from iquest_rl.types import Outcome, Task
+
+from ..base import SandboxSpec
+from .common import GradeResult, SandboxFactory, clip_log, guarded, infra, opened
+
+RUN_DIR = "/var/tmp/iqrl-code"
+RESULT = "IQRL-RESULT "
+RUNNER = os.path.join(os.path.dirname(__file__), "code_runner.py")
+DEFAULT_TIME_LIMIT_S = 4.0
+
+
+def _maybe_json(v: Any) -> Any:
+    if isinstance(v, str):
+        try:
+            return json.loads(v)
+        except ValueError:
+            pass
+        # LiveCodeBench's private tests are base64(zlib(pickle(...))): never unpickled here
+        # (a pickle from a dataset runs code on this host); decode them offline if you trust them.
+    return v
+
+
+def normalise_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Any supported row -> {task_id, question, tests, fn_name, time_limit_s, starter_code}."""
+    tid = str(row.get("task_id") or row.get("question_id") or row.get("problem_id") or row.get("name") or "")
+    question = row.get("question") or row.get("question_content") or row.get("description") or ""
+    fn_name = row.get("fn_name")
+    tests: list[dict[str, Any]] = []
+    tl = row.get("time_limit_s")
+    if "tests" in row:  # our own format
+        tests = list(_maybe_json(row["tests"]))
+    elif "public_test_cases" in row:  # LiveCodeBench
+        meta = _maybe_json(row.get("metadata") or {}) or {}
+        fn_name = fn_name or (meta.get("func_name") if isinstance(meta, dict) else None)
+        private = _maybe_json(row.get("private_test_cases") or [])
+        cases = list(_maybe_json(row["public_test_cases"]) or []) + (private if isinstance(private, list) else [])
+        for c in cases:
+            if c.get("testtype") == "functional":
+                tests.append({"input": [json.loads(x) for x in c["input"].split("\n") if x.strip()],
+                              "output": json.loads(c["output"])})
+            else:
+                tests.append({"input": c["input"], "output": c["output"]})
+    elif "public_tests" in row:  # CodeContests
+        for key in ("public_tests", "private_tests", "generated_tests"):
+            block = row.get(key) or {}
+            tests += [{"input": i, "output": o} for i, o in zip(block.get("input", []), block.get("output", []))]
+        limit = row.get("time_limit") or {}
+        if isinstance(limit, dict) and limit.get("seconds"):
+            tl = limit["seconds"] + limit.get("nanos", 0) / 1e9
+    elif "input_output" in row:  # APPS
+        io = _maybe_json(row["input_output"]) or {}
+        fn_name = fn_name or io.get("fn_name")
+        tests = [{"input": i, "output": o} for i, o in zip(io.get("inputs", []), io.get("outputs", []))]
+    if not tid or not question:
+        raise ValueError(f"code row {tid or '?'}: needs an id and a question")
+    if not tests:
+        raise ValueError(f"code row {tid}: no test cases")
+    return {"task_id": tid, "question": question, "tests": tests, "fn_name": fn_name or None,
+            "time_limit_s": float(tl or DEFAULT_TIME_LIMIT_S), "starter_code": row.get("starter_code") or ""}
+
+
+def row_to_task(row: dict[str, Any]) -> Task:
+    r = normalise_row(row)
+    how = (f"Write a Python function `{r['fn_name']}` (a top-level function or a method of class "
+           f"Solution)." if r["fn_name"] else "Write a Python program that reads standard input and "
+           "writes standard output.")
+    text = f"{r['question'].strip()}\n\n{how} Answer with the complete code in one ```python block."
+    if r["starter_code"]:
+        text += f"\n\nStarter code:\n```python\n{r['starter_code']}\n```"
+    meta = {k: r[k] for k in ("tests", "fn_name", "time_limit_s")}
+    return Task(task_id=r["task_id"], source="code_tests", prompt=[{"role": "user", "content": text}], meta=meta)
+
+
+def load_tasks(path: str, limit: int = 0) -> list[Task]:
+    """Tasks from a .jsonl file (one row per line) or a json list."""
+    with open(path) as f:
+        if path.endswith(".jsonl"):
+            rows = [json.loads(line) for n, line in enumerate(f, 1) if line.strip()]
+        else:
+            rows = json.load(f)
+    rows = rows[:limit] if limit else rows
+    tasks = []
+    for n, row in enumerate(rows, 1):
+        try:
+            tasks.append(row_to_task(row))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: row {n}: {e}") from e
+    return tasks
+
+
+_FENCE = re.compile(r"```(?:python|py|python3)?[ \t]*\n(.*?)```", re.DOTALL)
+
+
+def extract_code(text: str) -> str | None:
+    """The last fenced code block of `text` (after any </think>), or None."""
+    text = text.rsplit("</think>", 1)[-1]
+    blocks = _FENCE.findall(text)
+    return blocks[-1] if blocks else None
+
+
+class CodeTestsRuntime:
+    """Grades Task(source="code_tests") solutions, one fresh container per solution."""
+
+    def __init__(self, sandboxes: SandboxFactory | None = None, image: str = "iquest-rl/base:bookworm",
+                 memory_mb: int = 512, harness_slack_s: float = 30.0, labels: dict[str, str] | None = None):
+        if sandboxes is None:
+            from .common import docker_factory
+            sandboxes = docker_factory()
+        self.sandboxes = sandboxes
+        self.image = image
+        self.memory_mb = memory_mb
+        self.harness_slack_s = harness_slack_s
+        self.labels = dict(labels or {})
+
+    def grade(self, task: Task, code: str) -> GradeResult:
+        return guarded(f"grading {task.task_id}", lambda: self._grade(task, code))
+
+    def _grade(self, task: Task, code: str) -> GradeResult:
+        t0 = time.monotonic()
+        tests, tl = task.meta["tests"], float(task.meta["time_limit_s"])
+        spec = {"fn_name": task.meta.get("fn_name"), "time_limit_s": tl, "memory_mb": self.memory_mb,
+                "tests": tests}
+        with open(RUNNER) as f:
+            runner = f.read()
+        sandbox_spec = SandboxSpec(image=self.image, workdir="/var/tmp",
+                                   labels={**self.labels, "iquest-rl.task": task.task_id[:63]})
+        with opened(self.sandboxes, sandbox_spec) as sb:
+            sb.write_file(f"{RUN_DIR}/runner.py", runner)
+            sb.write_file(f"{RUN_DIR}/solution.py", code)
+            sb.write_file(f"{RUN_DIR}/tests.json", json.dumps(spec))
+            # Each test may take its limit plus interpreter start-up; the harness deadline covers all.
+            budget = len(tests) * (tl + 1.0) + self.harness_slack_s
+            run = sb.exec(f"python3 {RUN_DIR}/runner.py {RUN_DIR}", timeout=budget, workdir=RUN_DIR)
+        return judge(task.task_id, run.stdout, run.stderr, run.timed_out, len(tests), time.monotonic() - t0)
+
+
+def judge(task_id: str, stdout: str, stderr: str, timed_out: bool, n_tests: int, duration_s: float) -> GradeResult:
+    """Runner output -> GradeResult (pure). The runner's own failure is an infrastructure error."""
+    log_text = f"{stdout}\n{stderr}"
+    if timed_out:
+        return infra(f"{task_id}: harness timeout", log_text, duration_s)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT)]
+    if not lines:
+        return infra(f"{task_id}: the test runner printed no result", log_text, duration_s)
+    try:
+        results = json.loads(lines[-1][len(RESULT):])
+    except ValueError as e:
+        return infra(f"{task_id}: unreadable runner result: {e}", log_text, duration_s)
+    if len(results) != n_tests:
+        return infra(f"{task_id}: runner reported {len(results)} results for {n_tests} tests", log_text, duration_s)
+    tests = {str(i): r["verdict"] for i, r in enumerate(results)}
+    ok = sum(r["verdict"] == "passed" for r in results)
+    outcome = Outcome.PASSED if ok == n_tests else Outcome.FAILED
+    bad = {v for v in tests.values() if v != "passed"}
+    reason = f"{ok}/{n_tests} tests passed" + (f" ({', '.join(sorted(bad))})" if bad else "")
+    return GradeResult(outcome, ok, n_tests, tests, reason, clip_log(log_text), duration_s)

@@ -1,0 +1,112 @@
+"""What every task runtime shares: the grade record, the sandbox factory, and the error boundary.
+
+A grade is three-valued (PASSED, FAILED, INFRA_ERROR). INFRA_ERROR means the harness could not
+judge the submission (engine error, dead container, harness timeout, no tests ran); it is never a
+failed submission and must never become a reward of 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterator
+from contextlib import contextmanager
+
+from iquest_rl.types import Outcome
+
+from ..base import Sandbox, SandboxInfraError, SandboxSpec
+
+log = logging.getLogger(__name__)
+
+SandboxFactory = Callable[[SandboxSpec], Sandbox]
+"""spec -> a sandbox, started or not (start() is idempotent): a new DockerSandbox, or
+`pool.acquire` for a warm one from a SandboxPool. The runtime calls start() and always close()."""
+
+LOG_KEEP = 4000
+"""Characters of head and of tail of a grading log kept in a GradeResult."""
+
+
+@dataclass
+class GradeResult:
+    """The verdict of one grading run. `tests` maps test id -> PASSED/FAILED/ERROR/SKIPPED/MISSING."""
+
+    outcome: Outcome
+    passed: int = 0
+    total: int = 0
+    tests: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    """Why: failing test ids, the patch error, the infrastructure error message."""
+    log: str = ""
+    """Head and tail of the grading log."""
+    duration_s: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        """Share of tests passed, 0.0 when there were none."""
+        return self.passed / self.total if self.total else 0.0
+
+    @property
+    def resolved(self) -> bool:
+        return self.outcome is Outcome.PASSED
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GradeResult":
+        return cls(**{**d, "outcome": Outcome(d["outcome"])})
+
+
+def infra(reason: str, log_text: str = "", duration_s: float = 0.0) -> GradeResult:
+    return GradeResult(Outcome.INFRA_ERROR, reason=reason, log=clip_log(log_text), duration_s=duration_s)
+
+
+def clip_log(text: str, keep: int = LOG_KEEP) -> str:
+    """Head and tail of `text`, `keep` characters each, with a marker where the middle was cut."""
+    if len(text) <= 2 * keep:
+        return text
+    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters cut ...]\n{text[-keep:]}"
+
+
+def docker_factory(config=None) -> SandboxFactory:
+    """A factory of new sandboxes (config.backend, docker by default) with `config` limits."""
+    from iquest_rl.config.sandbox import SandboxConfig
+
+    from ..pool import make_sandbox
+
+    config = config or SandboxConfig()
+    return lambda spec: make_sandbox(config, spec)
+
+
+def pool_factory(pool) -> SandboxFactory:
+    """Sandboxes from a SandboxPool: started warm ones when available; closing frees the slot."""
+    return lambda spec: pool.acquire(spec)
+
+
+@contextmanager
+def opened(factory: SandboxFactory, spec: SandboxSpec) -> Iterator[Sandbox]:
+    """Start a sandbox from `factory` and always close it."""
+    sb = factory(spec)
+    try:
+        sb.start()
+        yield sb
+    finally:
+        sb.close()
+
+
+def guarded(what: str, fn: Callable[[], GradeResult]) -> GradeResult:
+    """Run one grading; any exception becomes an INFRA_ERROR grade that keeps the message.
+
+    This is the sandbox/reward boundary: the one place a broad except is allowed.
+    """
+    t0 = time.monotonic()
+    try:
+        return fn()
+    except SandboxInfraError as e:
+        return infra(f"{what}: {e}", duration_s=time.monotonic() - t0)
+    except Exception as e:  # noqa: BLE001 - the boundary: grading bugs must not become reward 0
+        log.exception("%s: grading raised", what)
+        return infra(f"{what}: {type(e).__name__}: {e}", duration_s=time.monotonic() - t0)

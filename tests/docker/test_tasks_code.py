@@ -1,0 +1,65 @@
+"""Code-test grading in real containers: fraction passed, time limits, function-call tests."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from iquest_rl.data.tasks import resolve_path
+from iquest_rl.types import Outcome
+from sandboxes.runtimes.code_tests import CodeTestsRuntime, row_to_task
+
+pytestmark = pytest.mark.docker
+
+with open(resolve_path("builtin:code_tasks")) as _f:
+    ROWS = {r["task_id"]: r for r in map(json.loads, filter(str.strip, _f))}
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from sandboxes.engine import docker_client
+
+    lab = {"iquest-rl.test": f"code-{uuid.uuid4().hex[:8]}"}
+    yield CodeTestsRuntime(labels=lab)
+    for c in docker_client().containers.list(all=True, filters={"label": f"iquest-rl.test={lab['iquest-rl.test']}"}):
+        c.remove(force=True)
+
+
+@pytest.mark.parametrize("task_id", ["max-subarray", "two-sum", "is-palindrome", "mean-float"])
+def test_reference_solutions_pass(runtime, task_id):
+    row = ROWS[task_id]
+    g = runtime.grade(row_to_task(row), row["solution"])
+    assert g.outcome is Outcome.PASSED and g.fraction == 1.0, (g.reason, g.log[-1000:])
+
+
+def test_fraction_counts_wrong_answers_errors_and_timeouts(runtime):
+    task = row_to_task(ROWS["climb-stairs"])  # tests: n = 2, 3, 10, 45
+    code = ("def climb_stairs(n):\n"
+            "    if n == 3:\n        return 4\n"          # wrong answer
+            "    if n == 10:\n        raise ValueError\n"  # runtime error
+            "    if n == 45:\n        while True: pass\n"  # timeout
+            "    return 2\n")
+    g = runtime.grade(task, code)
+    assert g.outcome is Outcome.FAILED
+    assert g.fraction == pytest.approx(0.25)
+    assert g.tests == {"0": "passed", "1": "wrong_answer", "2": "runtime_error", "3": "timeout"}
+
+
+def test_stdin_timeout_case(runtime):
+    row = ROWS["prime-count"]
+    slow = "n = int(input())\nprint(sum(all(k % d for d in range(2, k)) for k in range(2, n + 1)))\n"
+    g = runtime.grade(row_to_task(row), slow)
+    assert g.fraction == pytest.approx(2 / 3) and g.tests["2"] == "timeout", g.reason
+
+
+def test_forged_result_line_is_ignored(runtime):
+    task = row_to_task(ROWS["sum-two"])
+    # Write a fake verdict line straight into the runner's own stdout (same uid, via /proc).
+    forged = ("import os, json\n"
+              "line = 'IQRL-RESULT ' + json.dumps([{'verdict': 'passed'}] * 3) + '\\n'\n"
+              "with open(f'/proc/{os.getppid()}/fd/1', 'w') as f:\n    f.write(line)\n"
+              "print(-1)\n")
+    g = runtime.grade(task, forged)
+    assert g.fraction == 0.0, g.reason

@@ -1,0 +1,96 @@
+"""Shipped Terminal-Bench-style tasks on a real Docker engine."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from iquest_rl.data.tasks import resolve_path
+from iquest_rl.types import Outcome
+from sandboxes.runtimes import terminal
+from sandboxes.runtimes.terminal import TerminalRuntime
+
+pytestmark = pytest.mark.docker
+
+TASKS = {t.task_id: t for t in terminal.load_tasks(resolve_path("builtin:terminal_tasks"))}
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from sandboxes.engine import docker_client
+    from sandboxes.runtimes.images import KIND_LABEL
+
+    engine = docker_client()
+    before = {i.id for i in engine.images.list(filters={"label": KIND_LABEL})}
+    lab = {"iquest-rl.test": f"tb-{uuid.uuid4().hex[:8]}"}
+    yield TerminalRuntime(labels=lab)
+    for c in engine.containers.list(all=True, filters={"label": f"iquest-rl.test={lab['iquest-rl.test']}"}):
+        c.remove(force=True)
+    if os.environ.get("IQRL_KEEP_TASK_IMAGES") != "1":
+        for img in engine.images.list(filters={"label": f"{KIND_LABEL}=terminal"}):
+            if img.id not in before:
+                engine.images.remove(img.id, force=True)
+
+
+def oracle(runtime):
+    return lambda task, sb: runtime.run_solution(task, sb)
+
+
+def test_at_least_three_tasks_one_with_compose():
+    assert len(TASKS) >= 3
+    assert any(os.path.exists(os.path.join(t.meta["task_dir"], "docker-compose.yaml")) for t in TASKS.values())
+
+
+@pytest.mark.parametrize("task_id", sorted(TASKS))
+def test_oracle_passes_nop_fails(runtime, task_id):
+    task = TASKS[task_id]
+    g = runtime.evaluate(task, oracle(runtime))
+    assert g.outcome is Outcome.PASSED and g.passed == g.total > 0, (g.reason, g.log[-1500:])
+    g = runtime.evaluate(task, None)
+    assert g.outcome is Outcome.FAILED and g.passed < g.total, g.reason
+
+
+def test_tests_are_not_in_the_image(runtime):
+    task = TASKS["greet-script"]
+    with runtime.open_agent(task) as sb:
+        r = sb.exec("ls /tests /app/tests /app/solution.sh /app/run-tests.sh 2>&1; true", timeout=30)
+        assert "test_outputs.py" not in r.stdout and "No such file" in r.stdout
+
+
+def test_agent_timeout_still_runs_the_tests(runtime):
+    task = TASKS["greet-script"]
+    short = replace(task, meta={**task.meta, "max_agent_timeout_sec": 2})
+
+    def slow_oracle(t, sb):
+        runtime.run_solution(t, sb)  # the solution lands, then the agent overruns its time
+        r = sb.exec("sleep 30", timeout=t.meta["max_agent_timeout_sec"])
+        assert r.timed_out
+
+    g = runtime.evaluate(short, slow_oracle)
+    assert g.outcome is Outcome.PASSED, g.reason
+
+
+def test_background_process_cannot_rewrite_the_tests(runtime):
+    task = TASKS["greet-script"]
+    forge = "def test_ok():\\n    pass\\n"
+
+    def saboteur(t, sb):
+        sb.exec(f"setsid sh -c 'while :; do [ -d /tests ] && printf \"{forge}\" > /tests/test_outputs.py; "
+                "sleep 0.02; done' >/dev/null 2>&1 < /dev/null &", timeout=10)
+
+    g = runtime.evaluate(task, saboteur)
+    assert g.outcome is Outcome.FAILED and "test_outputs.py::test_greets" in g.tests, (g.reason, g.tests)
+
+
+def test_killed_container_is_infra_error(runtime):
+    task = TASKS["error-report"]
+
+    def killer(t, sb):
+        from sandboxes.engine import docker_client
+        docker_client().api.kill(sb.id)
+
+    g = runtime.evaluate(task, killer)
+    assert g.outcome is Outcome.INFRA_ERROR, g.reason

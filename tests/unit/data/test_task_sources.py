@@ -1,0 +1,79 @@
+"""Task loaders: builtin sets, SWE rows from local files, shipped task dirs, weighted mixing."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from iquest_rl.config.data import TaskSourceConfig as Src
+from iquest_rl.data.tasks import TaskMixer, load_source, resolve_path
+from sandboxes.runtimes import swe_dir
+from sandboxes.runtimes.swe import SWEInstance, make_eval_script
+
+
+def test_builtin_sets_load():
+    swe = load_source(Src(kind="swe_dir", path="builtin:swe_tasks"))
+    term = load_source(Src(kind="terminal", path="builtin:terminal_tasks"))
+    code = load_source(Src(kind="code_tests", path="builtin:code_tasks", limit=4))
+    assert len(swe) >= 10 and len(term) >= 3 and len(code) == 4
+    assert {t.source for t in swe} == {"swe"} and {t.source for t in term} == {"terminal"}
+    assert all(t.meta["image"] == f"iquest-rl/swe.{t.task_id}:latest" for t in swe)
+    assert all(t.prompt[0]["role"] == "user" for t in swe + term + code)
+    with pytest.raises(ValueError, match="builtin:swe_tasks"):
+        resolve_path("builtin:nope")
+
+
+def test_shipped_eval_scripts_match_the_generator():
+    # The shipped eval.sh is what grading runs; it must be exactly what make_eval_script gives.
+    for task in swe_dir.load_tasks(resolve_path("builtin:swe_tasks")):
+        inst = SWEInstance.from_meta(task.meta)
+        assert inst.eval_script == make_eval_script(replace(inst, eval_script="")), task.task_id
+
+
+def test_hidden_files_are_not_in_the_build_context():
+    from sandboxes.runtimes.images import context_files
+
+    task = swe_dir.load_tasks(resolve_path("builtin:swe_tasks"), limit=1)[0]
+    files = {rel for rel, _ in context_files(task.meta["build_context"], swe_dir.NOT_IN_IMAGE)}
+    assert "test.patch" not in files and "eval.sh" not in files and "task.json" not in files
+    assert "gold.patch" in files and any(f.startswith("repo/") for f in files)
+
+
+def test_swe_rows_from_local_jsonl(tmp_path):
+    task = swe_dir.load_tasks(resolve_path("builtin:swe_tasks"), limit=1)[0]
+    row = {"instance_id": "org__repo-1", "repo": "org/repo", "base_commit": "abc", "problem_statement": "bug",
+           "patch": task.meta["patch"], "test_patch": task.meta["test_patch"],
+           "FAIL_TO_PASS": json.dumps(task.meta["FAIL_TO_PASS"]), "PASS_TO_PASS": json.dumps([])}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps({**row, "instance_id": "org__repo-2"}) + "\n")
+    tasks = load_source(Src(kind="swe", path=str(path)))
+    assert [t.task_id for t in tasks] == ["org__repo-1", "org__repo-2"]
+    assert tasks[0].meta["image"] == "sweb.eval.x86_64.org__repo-1:latest"
+    assert tasks[0].meta["FAIL_TO_PASS"] == task.meta["FAIL_TO_PASS"]
+    assert "base=$($G rev-parse --verify abc^{commit})" in make_eval_script(SWEInstance.from_meta(tasks[0].meta))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({**row, "FAIL_TO_PASS": "[not json"}) + "\n")
+    with pytest.raises(ValueError, match="org__repo-1: FAIL_TO_PASS is not a JSON list"):
+        load_source(Src(kind="swe", path=str(bad)))
+
+
+def test_code_rows_errors_name_the_row(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text(json.dumps({"task_id": "a", "question": "q", "tests": []}) + "\n")
+    with pytest.raises(ValueError, match="row 1: code row a: no test cases"):
+        load_source(Src(kind="code_tests", path=str(p)))
+
+
+def test_mixer_walks_epochs_and_follows_weights():
+    m = TaskMixer([Src(kind="swe_dir", path="builtin:swe_tasks"),
+                   Src(kind="code_tests", path="builtin:code_tasks", weight=3)], seed=0)
+    drawn = m.next(400)
+    counts = Counter(t.source for t in drawn)
+    assert 0.65 < counts["code_tests"] / 400 < 0.85
+    m2 = TaskMixer([Src(kind="code_tests", path="builtin:code_tasks")], seed=1)
+    ids = [t.task_id for t in m2.next(10)]
+    assert len(set(ids)) == 10  # a whole epoch before any repeat
+    assert [t.task_id for t in TaskMixer([Src(kind="code_tests", path="builtin:code_tasks")], seed=1).next(10)] == ids

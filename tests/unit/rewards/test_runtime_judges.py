@@ -1,0 +1,105 @@
+"""The pure verdict functions of the task runtimes: log parsing and the three-valued outcome."""
+
+from __future__ import annotations
+
+import json
+
+from iquest_rl.types import Outcome
+from sandboxes.runtimes import code_tests, terminal
+from sandboxes.runtimes.pytest_log import parse_pytest_log
+from sandboxes.runtimes.swe import END, START, SWEInstance, judge, row_to_task, patch_files
+
+LOG = """collected 3 items
+=================================== FAILURES ===================================
+----------------------------- Captured stdout call -----------------------------
+PASSED tests/test_a.py::test_b
+=========================== short test summary info ============================
+PASSED tests/test_a.py::test_a
+PASSED tests/test_a.py::test_c[1-2]
+FAILED tests/test_a.py::test_b - assert 1 == 2
+ERROR tests/test_b.py - ImportError: x
+SKIPPED [1] tests/test_a.py:3: why
+========================= 1 failed, 2 passed in 0.03s ==========================
+PASSED tests/test_a.py::test_b
+"""
+
+PATCH = """diff --git a/tests/test_a.py b/tests/test_a.py
+--- a/tests/test_a.py
++++ b/tests/test_a.py
+@@ -1 +1,2 @@
+ x
++y
+diff --git a/tests/test_new.py b/tests/test_new.py
+new file mode 100644
+"""
+
+
+def test_pytest_summary_only_and_forged_lines_ignored():
+    assert parse_pytest_log(LOG) == {"tests/test_a.py::test_a": "PASSED", "tests/test_a.py::test_c[1-2]": "PASSED",
+                                     "tests/test_a.py::test_b": "FAILED", "tests/test_b.py": "ERROR"}
+    assert parse_pytest_log("no summary here\nPASSED x::y") == {}
+
+
+def _inst(f2p, p2p):
+    row = {"instance_id": "i", "problem_statement": "p", "test_patch": PATCH, "image": "img",
+           "FAIL_TO_PASS": json.dumps(f2p), "PASS_TO_PASS": json.dumps(p2p)}
+    return SWEInstance.from_meta(row_to_task(row).meta)
+
+
+def _out(body, rc=1):
+    return f"{START}\n{body}\n{END} rc={rc}\n"
+
+
+def test_row_parses_json_string_lists_and_test_files():
+    inst = _inst(["tests/test_a.py::test_b"], ["tests/test_a.py::test_a"])
+    assert inst.fail_to_pass == ["tests/test_a.py::test_b"] and inst.pass_to_pass == ["tests/test_a.py::test_a"]
+    assert patch_files(PATCH) == ["tests/test_a.py", "tests/test_new.py"]
+    assert inst.test_directives == patch_files(PATCH) and inst.image == "img"
+
+
+def test_swe_judge_resolved_missing_and_infra():
+    inst = _inst(["tests/test_a.py::test_c[1-2]"], ["tests/test_a.py::test_a"])
+    assert judge(inst, _out(LOG), 1, False, "", 0).outcome is Outcome.PASSED
+    inst = _inst(["tests/test_a.py::test_b"], ["tests/test_a.py::test_a"])
+    g = judge(inst, _out(LOG), 1, False, "", 0)
+    assert g.outcome is Outcome.FAILED and g.tests["tests/test_a.py::test_b"] == "FAILED"
+    g = judge(_inst(["tests/test_a.py::test_gone"], []), _out(LOG), 1, False, "", 0)
+    assert g.outcome is Outcome.FAILED and g.tests["tests/test_a.py::test_gone"] == "MISSING"
+    assert judge(inst, _out("ERROR: file not found", 4), 4, False, "", 0).outcome is Outcome.INFRA_ERROR
+    assert judge(inst, _out(LOG), 1, True, "", 0).outcome is Outcome.INFRA_ERROR  # harness timeout
+    assert judge(inst, START + "\n" + LOG, -1, False, "", 0).outcome is Outcome.INFRA_ERROR  # died mid-run
+    hung = judge(inst, _out("collected 3 items", 137), 137, False, "", 0)
+    assert hung.outcome is Outcome.FAILED and "timed out" in hung.reason  # inner test timeout
+
+
+def test_terminal_judge():
+    ok = LOG.replace("FAILED tests/test_a.py::test_b - assert 1 == 2\n", "").replace("ERROR tests/test_b.py - ImportError: x\n", "")
+    assert terminal.judge("t", ok + terminal.END + "0", False, 0).outcome is Outcome.PASSED
+    assert terminal.judge("t", LOG + terminal.END + "1", False, 0).outcome is Outcome.FAILED
+    assert terminal.judge("t", "nothing" + terminal.END + "2", False, 0).outcome is Outcome.INFRA_ERROR
+    assert terminal.judge("t", "nothing", False, 0).outcome is Outcome.INFRA_ERROR
+    assert terminal.judge("t", "x" + terminal.END + "137", False, 0).outcome is Outcome.FAILED
+
+
+def test_code_judge():
+    res = json.dumps([{"verdict": "passed"}, {"verdict": "timeout"}])
+    g = code_tests.judge("c", f"junk\n{code_tests.RESULT}{res}\n", "", False, 2, 0)
+    assert g.outcome is Outcome.FAILED and g.fraction == 0.5
+    assert code_tests.judge("c", "", "Traceback", False, 2, 0).outcome is Outcome.INFRA_ERROR
+    assert code_tests.judge("c", f"{code_tests.RESULT}{res}", "", False, 3, 0).outcome is Outcome.INFRA_ERROR
+    assert code_tests.judge("c", f"{code_tests.RESULT}{res}", "", True, 2, 0).outcome is Outcome.INFRA_ERROR
+
+
+def test_code_rows_from_public_datasets():
+    lcb = {"question_id": "q1", "question_content": "add", "metadata": json.dumps({"func_name": "add"}),
+           "public_test_cases": json.dumps([{"input": "1\n2", "output": "3", "testtype": "functional"}]),
+           "private_test_cases": "eJzLSM3JyQcABiwCFQ=="}
+    t = code_tests.row_to_task(lcb)
+    assert t.meta["fn_name"] == "add" and t.meta["tests"] == [{"input": [1, 2], "output": 3}]
+    cc = {"name": "cc", "description": "d", "public_tests": {"input": ["1\n"], "output": ["2\n"]},
+          "private_tests": {"input": ["3\n"], "output": ["4\n"]}, "time_limit": {"seconds": 2, "nanos": 500000000}}
+    t = code_tests.row_to_task(cc)
+    assert len(t.meta["tests"]) == 2 and t.meta["time_limit_s"] == 2.5 and t.meta["fn_name"] is None
+    apps = {"problem_id": 7, "question": "q", "input_output": json.dumps({"inputs": ["1\n"], "outputs": ["1\n"]})}
+    assert code_tests.row_to_task(apps).task_id == "7"
+    assert code_tests.extract_code("<think>```python\nno\n```</think>x\n```python\nyes\n```") == "yes\n"
