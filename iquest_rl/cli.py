@@ -41,6 +41,37 @@ def _cmd_model_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run_cli import run_main
+
+    return run_main(args.config, args.overrides, args.resume)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import eval_main
+
+    return eval_main(args.rest)
+
+
+def _cmd_sandbox_gc(args: argparse.Namespace) -> int:
+    from sandboxes.lifecycle import gc_main
+
+    return gc_main(args.rest)
+
+
+def _cmd_sandbox_build(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from sandboxes import images_dir
+
+    env = {**os.environ, **({"IQUEST_CA_BUNDLE": str(args.ca_bundle)} if args.ca_bundle else {})}
+    rc = subprocess.call([str(images_dir() / "bootstrap_base.sh"), args.base], env=env)
+    if rc == 0:
+        print(f"{args.base}: ready")
+    return rc
+
+
 def _not_yet(what: str, issue: str):
     def run(args: argparse.Namespace) -> int:
         print(f"iquest-rl {what}: not implemented yet (tracked in the {issue} issue)", file=sys.stderr)
@@ -57,30 +88,31 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="RL training (Thinking branch) from a recipe YAML")
     run.add_argument("config", type=Path, help="recipe, e.g. experiments/swe_grpo.yaml")
     run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.group_size=8")
-    run.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    run.set_defaults(func=_not_yet("run", "`iquest-rl run`"))
+    run.add_argument("--resume", action="store_true",
+                     help="require a checkpoint to continue from (a run directory with one resumes anyway)")
+    run.set_defaults(func=_cmd_run)
 
-    sft = sub.add_parser("sft", help="supervised fine-tuning (Instruct or Thinking cold start)")
-    sft.add_argument("--branch", choices=["instruct", "thinking"], default=None)
-    sft.add_argument("--config", type=Path, default=None, help="SFT recipe (kind: sft)")
-    sft.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lr=1e-5")
-    sft.set_defaults(func=_not_yet("sft", "`iquest-rl sft`"))
+    sub.add_parser("sft", help="supervised fine-tuning (Instruct or Thinking cold start)", add_help=False)
 
     val = sub.add_parser("validate", help="check recipe files (file, line, field path and a suggestion)")
     val.add_argument("files", nargs="+", type=Path)
     val.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override to apply")
     val.set_defaults(func=_cmd_validate)
 
-    ev = sub.add_parser("eval", help="grade agents or predictions on SWE-style or terminal tasks")
-    ev.set_defaults(func=_not_yet("eval", "Sandboxes"))
-    ev.add_argument("rest", nargs=argparse.REMAINDER)
+    ev = sub.add_parser("eval", help="grade agents or predictions on SWE-style or terminal tasks",
+                        add_help=False)
+    ev.add_argument("rest", nargs=argparse.REMAINDER, help="swe|terminal ... (see `iquest-rl eval --help`)")
+    ev.set_defaults(func=_cmd_eval)
 
     sb = sub.add_parser("sandbox", help="sandbox images and cleanup")
     sb_sub = sb.add_subparsers(dest="sandbox_command", required=True, metavar="ACTION")
-    sb_gc = sb_sub.add_parser("gc", help="remove containers of dead runs")
-    sb_gc.set_defaults(func=_not_yet("sandbox gc", "Sandboxes"))
-    sb_build = sb_sub.add_parser("build", help="build the base image and sandboxes/images/")
-    sb_build.set_defaults(func=_not_yet("sandbox build", "Sandboxes"))
+    sb_gc = sb_sub.add_parser("gc", help="remove containers of dead runs", add_help=False)
+    sb_gc.add_argument("rest", nargs=argparse.REMAINDER, help="see `iquest-rl sandbox gc --help`")
+    sb_gc.set_defaults(func=_cmd_sandbox_gc)
+    sb_build = sb_sub.add_parser("build", help="make the sandbox base image (offline debootstrap if no registry)")
+    sb_build.add_argument("--base", default="iquest-rl/base:bookworm", help="image name to make")
+    sb_build.add_argument("--ca-bundle", type=Path, default=None, help="extra CA bundle to trust inside images")
+    sb_build.set_defaults(func=_cmd_sandbox_build)
 
     model = sub.add_parser("model", help="model utilities")
     m_sub = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
@@ -112,6 +144,16 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `eval` and `sandbox gc` own their argument parsers: hand them everything after the command.
+    if argv[:1] == ["eval"]:
+        return _cmd_eval(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["sft"]:
+        from .sft.launch import sft_main
+
+        return sft_main(argv[1:])
+    if argv[:2] == ["sandbox", "gc"]:
+        return _cmd_sandbox_gc(argparse.Namespace(rest=argv[2:]))
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -49,6 +49,7 @@ def _load(model_cfg: ModelConfig, ds_config: dict, dtype: torch.dtype, backbone:
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
+    import iquest_rl.models.loopcoder  # noqa: F401  (registers IQuestLoopCoderForCausalLM with the Auto classes)
     from iquest_rl.models.tiny import resolve_model_path
 
     path = resolve_model_path(model_cfg.path)

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 from iquest_rl.agent.policy import Sample
 from iquest_rl.config.model import ModelConfig
 from iquest_rl.config.rollout import RolloutConfig, SamplingConfig
+from iquest_rl.config.sandbox import SandboxConfig
+from iquest_rl.types import Task, Trajectory
 
 NAMESPACE = "iquest-rl"
 
@@ -65,12 +67,16 @@ def reasoning_split_metrics(results: Sequence[GenerationResult]) -> dict[str, fl
 class RolloutWorker:
     """Plain class behind the Ray actor (rollout_actor_cls); also usable in-process."""
 
-    def __init__(self, model: ModelConfig, rollout: RolloutConfig, device: str | None = None) -> None:
+    def __init__(self, model: ModelConfig, rollout: RolloutConfig, device: str | None = None,
+                 sandbox: SandboxConfig | None = None, labels: dict[str, str] | None = None) -> None:
+        """sandbox/labels: where multi-turn episodes act (rollout()); labels mark their containers."""
         from .vllm_engine import VLLMEngine
 
         self.model_cfg, self.rollout_cfg = model, rollout
+        self.sandbox_cfg, self.labels = sandbox or SandboxConfig(), dict(labels or {})
         self.engine = VLLMEngine(model, rollout, device=device)
         self._tokenizer: Any = None
+        self._episodes: Any = None
 
     @property
     def tokenizer(self) -> Any:
@@ -115,6 +121,16 @@ class RolloutWorker:
             counts = [reasoning_token_counts(s.token_ids, self.tokenizer, start, end) for s in r.samples]
             r.thinking_tokens = [c[0] for c in counts]
             r.answer_tokens = [c[1] for c in counts]
+
+    def rollout(self, tasks: list[Task], n: int, seed: int) -> list[Trajectory]:
+        """n agent episodes per task (single- or multi-turn per rollout.agent.mode), all in flight at
+        once so the engine batches their turns; group_id = index of the task in `tasks`."""
+        if self._episodes is None:
+            from .episodes import EpisodeRunner
+
+            self._episodes = EpisodeRunner(self.tokenizer, self.rollout_cfg.agent, self.model_cfg,
+                                           self.sandbox_cfg, self.labels)
+        return self._episodes.run(tasks, n, self.rollout_cfg.sampling, self.engine.policy, seed)
 
     def generate_one(self, prompt_ids: list[int], sampling: SamplingConfig, max_tokens: int,
                      seed: int | None = None) -> Sample:

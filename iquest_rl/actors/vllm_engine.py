@@ -109,6 +109,7 @@ class VLLMEngine:
     def __init__(self, model: ModelConfig, rollout: RolloutConfig, device: str | None = None) -> None:
         import torch
 
+        import iquest_rl.models.loopcoder_config  # noqa: F401  (vLLM needs transformers to know our Loop config)
         from iquest_rl.models.tiny import resolve_model_path
 
         self.model_cfg, self.rollout_cfg = model, rollout

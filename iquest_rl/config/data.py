@@ -10,9 +10,10 @@ from .base import StrictModel
 
 
 class TaskSourceConfig(StrictModel):
-    kind: Literal["swe", "swe_dir", "terminal", "code_tests"]
+    kind: Literal["swe", "swe_dir", "terminal", "code_tests", "prompts"]
     """swe = SWE-bench rows (hub id or json/jsonl/parquet); swe_dir = self-contained task dirs;
-    terminal = Terminal-Bench task dirs; code_tests = competitive-programming rows."""
+    terminal = Terminal-Bench task dirs; code_tests = competitive-programming rows; prompts = plain
+    single-turn prompts (jsonl of {"id", "prompt"}) graded by text-only rewards."""
     path: str
     """File, directory or hub id; `builtin:<name>` = tasks shipped with iquest-rl."""
     weight: float = Field(1.0, gt=0)

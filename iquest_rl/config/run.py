@@ -41,6 +41,8 @@ class RunConfig(StrictModel):
     """Tasks per step; each is sampled algo.group_size times."""
     async_staleness: int = Field(0, ge=0)
     """0 = synchronous loop; k > 0 = async loop with generation up to k versions ahead."""
+    refill_rounds: int = Field(2, ge=0)
+    """Extra generation rounds per step to refill groups dropped for zero reward variance."""
     eval_every: int = Field(0, ge=0)
     """Evaluate on held-out tasks every N steps; 0 = never."""
     checkpoint_every: int = Field(1, ge=0)

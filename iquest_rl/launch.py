@@ -1,0 +1,121 @@
+"""Start (or join) Ray and create the run's actors: rollout-<i>, learner-<rank>, reward-<i>.
+
+No algorithm logic lives here: `launch()` returns a `Cluster` of actor handles that the controller
+drives. Rollout and reward workers restart on death (max_restarts=-1); the controller resubmits their
+in-flight work and re-pushes the current weights to a restarted rollout worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+log = logging.getLogger(__name__)
+NAMESPACE = "iquest-rl"
+
+
+@dataclass
+class Cluster:
+    rollouts: list[Any]
+    learners: list[Any]
+    rewards: list[Any]
+    run_id: str
+    owns_ray: bool
+    """True when launch() started the local cluster (and shutdown() stops it)."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in [*self.rollouts, *self.learners, *self.rewards]:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead is fine at shutdown
+                pass
+        from sandboxes.lifecycle import reconcile
+
+        try:
+            reconcile(self.run_id)
+        except Exception as e:  # noqa: BLE001 - a stopped engine must not hide the run's own error
+            log.warning("sandbox reconcile at exit failed: %s", e)
+        if self.owns_ray:
+            ray.shutdown()
+
+
+def init_ray(cfg: RunConfig, run_id: str) -> bool:
+    """Connect to cfg.ray.address / RAY_ADDRESS, else start a local cluster. Returns True if started here."""
+    import ray
+
+    # Sandboxes label their containers with this run id (sandboxes.lifecycle), in every process.
+    os.environ["IQUEST_RL_RUN_ID"] = run_id
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    pkg_root = str(Path(__file__).resolve().parents[1])
+    # Workers import iquest_rl, rewards and sandboxes from the same tree as the driver.
+    runtime_env = {"env_vars": {"IQUEST_RL_RUN_ID": run_id,
+                                "PYTHONPATH": os.pathsep.join(filter(None, [pkg_root, os.environ.get("PYTHONPATH")]))}}
+    if address:
+        ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env, log_to_driver=True)
+        return False
+    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=cfg.ray.dashboard, namespace=NAMESPACE,
+             runtime_env=runtime_env, log_to_driver=True)
+    return True
+
+
+def launch(cfg: RunConfig, run_id: str) -> Cluster:
+    import ray
+
+    from .actors.learner import start_learner_group
+    from .actors.reward import actor_name as reward_name
+    from .actors.reward import reward_actor_cls
+    from .actors.rollout import actor_name as rollout_name
+    from .actors.rollout import rollout_actor_cls
+    from sandboxes.lifecycle import reconcile
+
+    owns = init_ray(cfg, run_id)
+    try:
+        reconcile(run_id)
+    except Exception as e:  # noqa: BLE001 - gc is best effort; the sandboxes fail loudly on their own
+        log.warning("sandbox reconcile at start failed: %s", e)
+    gpus = _cluster_gpus()
+    labels = {"iquest-rl.run_id": run_id}  # joining a cluster whose runtime_env lacks our env var
+    rollout_gpus = cfg.rollout.tensor_parallel_size if gpus else 0
+    rollout_cls = rollout_actor_cls(num_cpus=0.5, num_gpus=rollout_gpus,
+                                    max_concurrency=max(64, cfg.sandbox.max_concurrency * 2))
+    rollouts = [
+        rollout_cls.options(name=rollout_name(i), namespace=NAMESPACE, max_restarts=-1,
+                            get_if_exists=False).remote(cfg.model, cfg.rollout, None, cfg.sandbox, labels)
+        for i in range(cfg.rollout.num_workers)
+    ]
+    learners = start_learner_group(cfg.model, cfg.learner, cfg.algo, num_cpus=0.5, num_gpus=1 if gpus else 0,
+                                   seed=cfg.seed, temperature=cfg.rollout.sampling.temperature,
+                                   max_tokens=cfg.rollout.sampling.max_tokens)
+    reward_cls = reward_actor_cls(num_cpus=0.1)
+    rewards = [reward_cls.options(name=reward_name(i), namespace=NAMESPACE).remote(cfg.reward, cfg.sandbox, labels)
+               for i in range(cfg.reward.num_workers)]
+    ray.get([r.health.remote() for r in rollouts] + [r.ping.remote() for r in rewards])
+    info = {"dashboard_url": _dashboard_url(), "gpus": gpus}
+    return Cluster(rollouts, learners, rewards, run_id, owns, info)
+
+
+def _cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def _dashboard_url() -> str | None:
+    import ray
+
+    try:
+        ctx = ray.get_runtime_context()
+        url = getattr(ctx, "dashboard_url", None) or ray._private.worker.global_worker.node.address_info.get("webui_url")
+    except Exception:  # noqa: BLE001 - the dashboard is optional
+        return None
+    return f"http://{url}" if url and not url.startswith("http") else url
