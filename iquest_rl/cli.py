@@ -72,12 +72,16 @@ def _cmd_sandbox_build(args: argparse.Namespace) -> int:
     return rc
 
 
-def _not_yet(what: str, issue: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"iquest-rl {what}: not implemented yet (tracked in the {issue} issue)", file=sys.stderr)
-        return 2
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect_run import inspect_main
 
-    return run
+    return inspect_main(args.run_dir, args.json)
+
+
+def _cmd_export_sft(args: argparse.Namespace) -> int:
+    from .inspect_run import export_sft_main
+
+    return export_sft_main(args.run_dir, args.min_reward, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,11 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("inspect", help="summarise a run directory")
     ins.add_argument("run_dir", type=Path)
-    ins.set_defaults(func=_not_yet("inspect", "`iquest-rl run`"))
+    ins.add_argument("--json", action="store_true", help="print the summary as JSON")
+    ins.set_defaults(func=_cmd_inspect)
     exp = sub.add_parser("export-sft", help="turn a run's successful trajectories into SFT data")
     exp.add_argument("run_dir", type=Path)
     exp.add_argument("--min-reward", type=float, default=1.0)
-    exp.set_defaults(func=_not_yet("export-sft", "`iquest-rl run`"))
+    exp.add_argument("--out", type=Path, default=None, help="output JSONL (default: in the run directory)")
+    exp.set_defaults(func=_cmd_export_sft)
     return p
 
 

@@ -50,8 +50,12 @@ class EpisodeRunner:
             futures = [pool.submit(self._episode, task, policy_for(seed * 1_000_003 + g * 1009 + k), sampling)
                        for g, k, task in jobs]
             out = [f.result() for f in futures]
-        for (g, _, _), traj in zip(jobs, out):
+        for (g, _, task), traj in zip(jobs, out):
             traj.group_id = g
+            # For `iquest-rl export-sft`: the chat this episode started from and the tools it had.
+            traj.meta["prompt"] = task.prompt
+            if self.agent_cfg.mode == "multi_turn":
+                traj.meta["tools"] = self.loop.tools
         return out
 
     def _episode(self, task: Task, policy: Any, sampling: SamplingConfig) -> Trajectory:
