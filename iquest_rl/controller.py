@@ -129,7 +129,11 @@ def save(cfg: RunConfig, cluster: Cluster, state: RunState) -> None:
 
 def run(cfg: RunConfig, run_dir: Path, on_step: OnStep | None = None) -> RunState:
     """Launch the actors, run the (sync or async) loop, always shut the actors down."""
+    from .config import dump_yaml
     from .launch import launch
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, run_dir / "config.yaml")
 
     import hashlib
 

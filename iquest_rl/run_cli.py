@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def run_main(config: Path, overrides: list[str], resume: bool) -> int:
-    from .config import ConfigError, RunConfig, dump_yaml, load
+    from .config import ConfigError, RunConfig, load
     from .versions import check
 
     try:
@@ -27,7 +27,6 @@ def run_main(config: Path, overrides: list[str], resume: bool) -> int:
     if ckpt is not None:
         print(f"iquest-rl run: resuming {run_dir} from {ckpt.name}", file=sys.stderr)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
     _log_to(run_dir / "run.log")
     from .controller import run
 

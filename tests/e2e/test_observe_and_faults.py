@@ -43,7 +43,8 @@ def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog):
     def on_step(step: int, metrics: dict) -> None:
         if step != 1:
             return
-        names = {a.name for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.name}
+        gcs = ray._private.worker.global_worker.node.address  # other Ray clusters may run on this host
+        names = {a.name for a in list_actors(address=gcs, filters=[("state", "=", "ALIVE")]) if a.name}
         seen["actors"] = names
         deadline = time.monotonic() + 60  # Ray exports custom metrics every few seconds
         while time.monotonic() < deadline:
