@@ -119,6 +119,7 @@ def collect_metrics(got: Collected, version: int) -> dict[str, float]:
         m["agent/turns_mean"] = statistics.fmean(t.meta.get("turns", 1) for t in trajs)
         m["agent/tool_calls_mean"] = statistics.fmean(t.meta.get("num_tool_calls", 0) for t in trajs)
         m["agent/malformed_calls"] = float(sum(t.meta.get("malformed_calls", 0) for t in trajs))
+        m["agent/no_call_turns"] = float(sum(t.meta.get("no_call_turns", 0) for t in trajs))
         versions = [t.min_policy_version for t in trajs if t.min_policy_version is not None]
         m["staleness/max"] = float(max((version - v for v in versions), default=0))
     return m

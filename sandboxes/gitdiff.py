@@ -21,7 +21,9 @@ gitdir=$($G rev-parse --git-dir)
 cp "$gitdir/index" "$idx" 2>/dev/null || rm -f "$idx"
 export GIT_INDEX_FILE="$idx"
 [ -s "$idx" ] || $G read-tree HEAD
-$G ls-files -z --others --exclude-standard | xargs -0 -r $G add -N --
+# Bytecode is never part of a submission: running the tests leaves __pycache__ behind, and an
+# unchecked-hash .pyc in a patch would run instead of the diffed source.
+$G ls-files -z --others --exclude-standard -x __pycache__ -x '*.pyc' | xargs -0 -r $G add -N --
 $G diff --binary --no-color --no-ext-diff BASE --
 '''
 

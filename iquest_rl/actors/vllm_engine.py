@@ -79,18 +79,23 @@ def derive_seed(base: int, request_seed: int, prompt_ids: list[int]) -> int:
     return int.from_bytes(h.digest()[:4], "little") & 0x7FFF_FFF0
 
 
-def sampling_params(sampling: SamplingConfig, max_tokens: int, n: int = 1, seed: int | None = None):
-    """vLLM SamplingParams returning the logprob of each sampled token (shared with bench/rollout.py)."""
+def sampling_params(sampling: SamplingConfig, max_tokens: int, n: int = 1, seed: int | None = None,
+                    extra: dict[str, Any] | None = None):
+    """vLLM SamplingParams returning the logprob of each sampled token (shared with bench/rollout.py).
+
+    `extra`: further SamplingParams keyword arguments that override these (e.g. structured_outputs).
+    """
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
-    return SamplingParams(
+    kw: dict[str, Any] = dict(
         # FINAL_ONLY: one output holding all n completions (streamed outputs of n > 1 arrive per child).
         output_kind=RequestOutputKind.FINAL_ONLY, n=n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
         max_tokens=max_tokens, seed=seed, logprobs=0, stop=list(sampling.stop) or None,
         # Text is only needed to match stop strings; ids are the contract (token-exact trajectories).
         detokenize=bool(sampling.stop), skip_special_tokens=False,
     )
+    return SamplingParams(**{**kw, **(extra or {})})
 
 
 def samples_from_output(output: Any, version: int) -> list[Sample]:
@@ -154,12 +159,13 @@ class VLLMEngine:
         return final, version
 
     def generate(self, prompt_ids: list[int], sampling: SamplingConfig, max_tokens: int,
-                 seed: int | None = None) -> Sample:
+                 seed: int | None = None, extra: dict[str, Any] | None = None) -> Sample:
         """Policy protocol: continue prompt_ids once. seed=None samples from the engine's RNG stream
         (not reproducible under concurrency); a seed is mixed with the engine seed and the prompt
-        (derive_seed), so the same (seed, prompt, weights) gives the same sample."""
+        (derive_seed), so the same (seed, prompt, weights) gives the same sample. `extra`: further
+        vLLM SamplingParams keyword arguments, e.g. structured_outputs to constrain the text."""
         derived = None if seed is None else derive_seed(self.rollout_cfg.seed, seed, prompt_ids)
-        params = sampling_params(sampling, max_tokens, 1, derived)
+        params = sampling_params(sampling, max_tokens, 1, derived, extra)
         out, version = self._run(self._generate(prompt_ids, params))
         return samples_from_output(out, version)[0]
 

@@ -5,8 +5,11 @@ plus the sampled ids plus an observation delta (see chat.py). The ids sent to th
 turn are therefore prefixes of the final trajectory, which `check_prompt_consistency` verifies
 against what the engine reports it saw.
 
-Ends with: "submit" (submit tool), "stop" (a turn without tool calls), "length" (a turn cut by
-max_tokens), "max_turns", "max_context" (the next prompt would not fit), "timeout" (wall clock).
+Ends with: "submit" (submit tool), "stop" (a turn without tool calls, when nudging is off), "length"
+(a turn cut by max_tokens), "max_turns", "max_context" (the next prompt would not fit), "timeout"
+(wall clock). With `AgentConfig.nudge_without_tool_call` (the default) a turn without any tool call
+is answered with NUDGE, a user message appended through the same delta renderer, and the episode goes
+on: the harness's answer to a format slip (SWE-agent requeries, OpenHands' "please continue").
 """
 
 from __future__ import annotations
@@ -29,8 +32,12 @@ from .reasoning import reasoning_token_counts, split_reasoning
 from .tools import execute_tool, tool_schemas
 
 METRIC_KEYS = ("turns", "num_tool_calls", "malformed_calls", "redundant_calls", "noop_edits", "tool_errors",
-               "thinking_tokens", "answer_tokens", "observation_truncations", "unclosed_thinking")
+               "thinking_tokens", "answer_tokens", "observation_truncations", "unclosed_thinking", "no_call_turns")
 """Counters every trajectory's meta carries (0 when nothing happened)."""
+
+NUDGE = ("Your last message did not call a tool. Call one of the tools to continue working on the task, "
+         "or call submit when you are done.")
+"""The user message that answers a multi-turn turn without tool calls (nudge_without_tool_call)."""
 
 
 class AgentLoop:
@@ -93,12 +100,16 @@ class AgentLoop:
                 finish = "max_context" if len(ids) >= self.agent.max_context_tokens else "length"
                 break
             _, calls, errors = self.format.parse(answer, self.tools)
-            if not calls and not errors:
+            if calls or errors:
+                messages, submitted = self._act(calls, errors, sandbox, seen_calls, stats)
+                if submitted:
+                    finish = "submit"
+                    break
+            elif self.agent.nudge_without_tool_call:
+                stats["no_call_turns"] += 1
+                messages = [{"role": "user", "content": NUDGE}]
+            else:
                 finish = "stop"
-                break
-            messages, submitted = self._act(calls, errors, sandbox, seen_calls, stats)
-            if submitted:
-                finish = "submit"
                 break
             if turn_no == self.agent.max_turns - 1:
                 break  # the calls ran (their edits count), but no turn follows to read the output

@@ -35,6 +35,9 @@ class AgentConfig(StrictModel):
     """Wall-clock budget of one episode in seconds."""
     tool_timeout_s: float = Field(60.0, gt=0)
     """Timeout of one bash tool call in seconds."""
+    nudge_without_tool_call: bool = True
+    """multi_turn: a turn with no tool call gets a reminder to call a tool or submit (meta no_call_turns) and the
+    episode goes on; False ends the episode there with finish_reason "stop"."""
 
 
 class RolloutConfig(StrictModel):

@@ -14,7 +14,7 @@ import pytest
 
 from iquest_rl.agent.calls import ToolCall
 from iquest_rl.agent.consistency import PromptMismatchError, check_prompt_consistency, find_prompt_mismatch
-from iquest_rl.agent.loop import METRIC_KEYS, AgentLoop
+from iquest_rl.agent.loop import METRIC_KEYS, NUDGE, AgentLoop
 from iquest_rl.agent.parsers import get_format
 from iquest_rl.agent.policy import ScriptedPolicy
 from iquest_rl.config.model import ModelConfig
@@ -91,7 +91,7 @@ def test_scripted_fix_is_token_exact(tokenizer, sandbox, fmt):
 def test_suffix_rendering_equals_full_render(tokenizer, sandbox):
     """The appended observation deltas reproduce exactly what rendering the whole chat would give."""
     script = fix_script("hermes")
-    traj, _ = run(tokenizer, sandbox, script[:3] + ["All done, no more tools."])
+    traj, _ = run(tokenizer, sandbox, script[:3] + ["All done, no more tools."], nudge_without_tool_call=False)
     assert traj.finish_reason == "stop"
     messages = list(TASK.prompt)
     obs_turns = [t for t in traj.turns[2::2]]
@@ -120,7 +120,7 @@ def test_malformed_redundant_and_noop_are_counted(tokenizer, sandbox):
         + '<tool_call>{"name": "deploy", "arguments": {}}</tool_call>',
         "I give up.",
     ]
-    traj, policy = run(tokenizer, sandbox, replies)
+    traj, policy = run(tokenizer, sandbox, replies, nudge_without_tool_call=False)
     assert_token_exact(traj, policy)
     m = traj.meta
     assert (m["num_tool_calls"], m["malformed_calls"], m["redundant_calls"], m["noop_edits"]) == (3, 2, 1, 1)
@@ -147,9 +147,41 @@ def test_max_turns_runs_last_calls_without_observation(tokenizer, sandbox):
     assert_token_exact(traj, policy)
 
 
+def test_turn_without_tool_call_is_nudged_and_the_episode_goes_on(tokenizer, sandbox):
+    replies = ["Let me think about it.", call("hermes", "bash", command="touch f1"), "Hmm.",
+               "Done.\n" + call("hermes", "submit")]
+    traj, policy = run(tokenizer, sandbox, replies)
+    assert traj.finish_reason == "submit" and Path(sandbox.workdir, "f1").exists()
+    assert_token_exact(traj, policy)
+    m = traj.meta
+    assert (m["turns"], m["no_call_turns"], m["num_tool_calls"], m["malformed_calls"]) == (4, 2, 2, 0)
+    nudge = f"\n<|im_start|>user\n{NUDGE}<|im_end|>\n<|im_start|>assistant\n"
+    assert traj.turns[2].text == nudge and traj.turns[6].text == nudge
+    assert traj.turns[2].token_ids == tokenizer.encode(nudge, add_special_tokens=False)
+    # The nudge is a plain user message: the appended deltas equal rendering the whole chat.
+    messages = [*TASK.prompt, {"role": "assistant", "content": "Let me think about it."},
+                {"role": "user", "content": NUDGE}]
+    full = tokenizer.apply_chat_template(messages, tools=AgentLoop(tokenizer, AgentConfig(), ModelConfig()).tools,
+                                         add_generation_prompt=True, tokenize=False)
+    assert tokenizer.decode(traj.token_ids[:len(policy.prompts[1])], skip_special_tokens=False) == full
+
+
+def test_nudging_stops_at_max_turns_and_can_be_turned_off(tokenizer, sandbox):
+    traj, policy = run(tokenizer, sandbox, ["a", "b", "c"], max_turns=3)
+    assert traj.finish_reason == "max_turns" and traj.meta["no_call_turns"] == 3
+    assert [t.sampled for t in traj.turns] == [False, True, False, True, False, True]
+    assert_token_exact(traj, policy)
+    traj, policy = run(tokenizer, sandbox, ["a", "b"], nudge_without_tool_call=False)
+    assert traj.finish_reason == "stop" and traj.meta["no_call_turns"] == 0 and len(policy.prompts) == 1
+    # A cut turn still ends the episode: it may hold half a tool call.
+    policy = ScriptedPolicy(tokenizer, ["word " * 50])
+    traj = AgentLoop(tokenizer, AgentConfig(), ModelConfig()).run(TASK, policy, SamplingConfig(max_tokens=10), sandbox)
+    assert traj.finish_reason == "length" and traj.meta["no_call_turns"] == 0
+
+
 def test_max_context_and_length(tokenizer, sandbox):
     long_reply = call("hermes", "bash", command="echo " + "word " * 200)
-    prompt_len = len(run(tokenizer, sandbox, ["hi"])[0].turns[0].token_ids)
+    prompt_len = len(run(tokenizer, sandbox, ["hi"], max_turns=1)[0].turns[0].token_ids)
     traj, policy = run(tokenizer, sandbox, [long_reply], max_context_tokens=prompt_len + 100)
     assert traj.finish_reason == "max_context" and len(traj.token_ids) == prompt_len + 100
     assert traj.num_sampled == 100
@@ -167,7 +199,7 @@ def test_max_context_and_length(tokenizer, sandbox):
 
 def test_observation_truncation(tokenizer, sandbox):
     traj, policy = run(tokenizer, sandbox, [call("hermes", "bash", command="seq 1 2000"), "done"],
-                       observation_max_tokens=64)
+                       observation_max_tokens=64, nudge_without_tool_call=False)
     obs = traj.turns[2]
     assert traj.meta["observation_truncations"] == 1 and "tokens truncated" in obs.text
     assert obs.text.split("<tool_response>\n")[1].startswith("1\n2\n") and "\n2000\n</tool_response>" in obs.text
