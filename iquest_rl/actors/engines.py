@@ -49,10 +49,7 @@ def _load(model_cfg: ModelConfig, ds_config: dict, dtype: torch.dtype, backbone:
     from transformers import AutoModel, AutoModelForCausalLM
     from transformers.integrations import HfDeepSpeedConfig
 
-    import iquest_rl.models.loopcoder  # noqa: F401  (registers IQuestLoopCoderForCausalLM with the Auto classes)
-    from iquest_rl.models.tiny import resolve_model_path
-
-    path = resolve_model_path(model_cfg.path)
+    path = _checkpoint_path(model_cfg)
     # transformers holds only a weak reference: the object must outlive from_pretrained (and training).
     keep = HfDeepSpeedConfig(ds_config) if ds_config["zero_optimization"]["stage"] == 3 else None
     cls = AutoModel if backbone else AutoModelForCausalLM
@@ -60,12 +57,18 @@ def _load(model_cfg: ModelConfig, ds_config: dict, dtype: torch.dtype, backbone:
     return model, keep
 
 
+def _checkpoint_path(model_cfg: ModelConfig) -> str:
+    """The local checkpoint directory, with our Loop model known to transformers' Auto classes."""
+    import iquest_rl.models.loopcoder  # noqa: F401  (registers IQuestLoopCoderForCausalLM with the Auto classes)
+    from iquest_rl.models.tiny import resolve_model_path
+
+    return resolve_model_path(model_cfg.path)
+
+
 def _hidden_size(model_cfg: ModelConfig) -> int:
     from transformers import AutoConfig
 
-    from iquest_rl.models.tiny import resolve_model_path
-
-    cfg = AutoConfig.from_pretrained(resolve_model_path(model_cfg.path), trust_remote_code=model_cfg.trust_remote_code)
+    cfg = AutoConfig.from_pretrained(_checkpoint_path(model_cfg), trust_remote_code=model_cfg.trust_remote_code)
     return int(getattr(cfg, "hidden_size"))
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -227,6 +227,9 @@ class IQuestLoopCoderForCausalLM(IQuestLoopCoderPreTrainedModel):
         super().__init__(config)
         self.model = IQuestLoopCoderModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # transformers sets this only on models that can generate; causal-LM tooling (TRL's SFTTrainer)
+        # still writes the tokenizer's pad id into it.
+        self.generation_config = GenerationConfig.from_model_config(config)
         self.post_init()
 
     def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,

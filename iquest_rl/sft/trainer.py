@@ -75,8 +75,11 @@ def run_sft(cfg: SFTConfig, run_dir: str | Path, resume: bool | None = None) -> 
 def build_trainer(cfg: SFTConfig, run_dir: Path, tokenizer, on_gpu: bool, report: dict, eval_on_start: bool = True):
     import datasets
     import torch
+    from transformers import AutoModelForCausalLM
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
+
+    import iquest_rl.models.loopcoder  # noqa: F401  (registers the Loop model; merge_lora relies on it too)
 
     from .metrics import JsonlMetrics, SaveAtEnd
 
@@ -111,7 +114,6 @@ def build_trainer(cfg: SFTConfig, run_dir: Path, tokenizer, on_gpu: bool, report
         report_to="none",
         disable_tqdm=True,
         include_num_input_tokens_seen="non_padding",
-        model_init_kwargs={"dtype": getattr(torch, dtype), "trust_remote_code": cfg.model.trust_remote_code},
         dataloader_num_workers=0,
     )
     train = datasets.Dataset.from_list(_columns(read_prepared(run_dir / "data" / "train.jsonl")))
@@ -119,8 +121,14 @@ def build_trainer(cfg: SFTConfig, run_dir: Path, tokenizer, on_gpu: bool, report
     val = datasets.Dataset.from_list(_columns(val_rows)) if val_rows else None
     callbacks = [] if cfg.save_every else [SaveAtEnd()]
     callbacks.append(JsonlMetrics(run_dir / "metrics.jsonl", {"skipped_rows": report["skipped_rows"]}))
+    # Loaded here, not by TRL from the path: TRL's loader takes an architecture that is not a transformers
+    # class (our Loop model) for remote code and fails on its config. `args` already switched ZeRO-3 on,
+    # so from_pretrained still partitions while loading.
+    model = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path(cfg.model.path, seed=cfg.seed), dtype=getattr(torch, dtype), device_map=None,
+        trust_remote_code=cfg.model.trust_remote_code)
     return SFTTrainer(
-        model=resolve_model_path(cfg.model.path, seed=cfg.seed),
+        model=model,
         args=args,
         train_dataset=train,
         eval_dataset=val,

@@ -52,10 +52,9 @@ def stack(tiny_model_path):
 
 
 def _vllm_logprobs(rollout, batch):
-    import torch
+    from support.policy import served_logprobs
 
-    rows = rollout.probe_logprobs(batch.input_ids.tolist())
-    return torch.tensor([[0.0] + r for r in rows])  # token 0 has no logprob: same as the learner
+    return served_logprobs(rollout, batch.input_ids)
 
 
 def test_learner_logprobs_equal_vllm(stack):
