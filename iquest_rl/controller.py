@@ -8,6 +8,8 @@ rollout logprobs). Phases and their fault handling live in phases.py; step bookk
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,22 +24,51 @@ log = logging.getLogger(__name__)
 OnStep = Callable[[int, dict[str, float]], None]
 
 
+class StopRequest:
+    """First Ctrl-C: finish the current step, checkpoint it, exit. Second Ctrl-C: stop at once.
+
+    Stopping between steps keeps a checkpoint's learner state and its step number consistent (an
+    update still running in the learners when the loop is cut would otherwise leak into it)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step (with a checkpoint); press Ctrl-C again to stop now")
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train(cfg: RunConfig, cluster: Cluster, run_dir: Path, on_step: OnStep | None = None) -> RunState:
     state = RunState.start(cfg, cluster, run_dir)
     try:
-        for step in range(state.step + 1, cfg.steps + 1):
-            timer = StepTimer()
-            with timer("generate_and_reward"):
-                got = collect(cfg, cluster, state, step, timer)
-            with timer("train"):
-                train_metrics = update(cfg, cluster, got)
-            with timer("sync"):
-                sync_metrics = phases.sync(cluster, state.weights, step, cfg.phase_timeout_s)
-            finish_step(cfg, cluster, state, step, got, {**train_metrics, **sync_metrics}, timer, on_step)
+        with StopRequest() as stop:
+            for step in range(state.step + 1, cfg.steps + 1):
+                timer = StepTimer()
+                with timer("generate_and_reward"):
+                    got = collect(cfg, cluster, state, step, timer)
+                with timer("train"):
+                    train_metrics = update(cfg, cluster, got)
+                with timer("sync"):
+                    sync_metrics = phases.sync(cluster, state.weights, step, cfg.phase_timeout_s)
+                finish_step(cfg, cluster, state, step, got, {**train_metrics, **sync_metrics}, timer, on_step)
+                if stop.requested:
+                    state.interrupted = True
+                    save(cfg, cluster, state)
+                    break
     except KeyboardInterrupt:
-        state.interrupted = True
-        log.warning("interrupted: saving a checkpoint of step %d before exiting", state.step)
-        save(cfg, cluster, state)
+        state.interrupted = True  # second Ctrl-C: the newest checkpoint is the last one written
     return state.close()
 
 
@@ -45,27 +76,30 @@ def train_async(cfg: RunConfig, cluster: Cluster, run_dir: Path, on_step: OnStep
     state = RunState.start(cfg, cluster, run_dir)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
     try:
-        first = state.step + 1
-        timer = StepTimer()
-        ahead = pool.submit(collect, cfg, cluster, state, first, timer)
-        for step in range(first, cfg.steps + 1):
-            with timer("wait_generate"):
-                got = ahead.result()
-            next_timer = StepTimer()
-            if step < cfg.steps:  # step+1 generates on the weights of step-1 while step trains
-                ahead = pool.submit(collect, cfg, cluster, state, step + 1, next_timer)
-            with timer("train"):
-                train_metrics = update(cfg, cluster, got)
-            with timer("wait_generate_ahead"):
-                if step < cfg.steps:
+        with StopRequest() as stop:
+            first = state.step + 1
+            timer = StepTimer()
+            ahead = pool.submit(collect, cfg, cluster, state, first, timer)
+            for step in range(first, cfg.steps + 1):
+                with timer("wait_generate"):
+                    got = ahead.result()
+                next_timer = StepTimer()
+                if step < cfg.steps and not stop.requested:  # step+1 generates on the weights of step-1
+                    ahead = pool.submit(collect, cfg, cluster, state, step + 1, next_timer)
+                with timer("train"):
+                    train_metrics = update(cfg, cluster, got)
+                with timer("wait_generate_ahead"):
                     ahead.result()  # the engines must be idle while their weights change
-            with timer("sync"):
-                sync_metrics = phases.sync(cluster, state.weights, step, cfg.phase_timeout_s)
-            finish_step(cfg, cluster, state, step, got, {**train_metrics, **sync_metrics}, timer, on_step)
-            timer = next_timer
+                with timer("sync"):
+                    sync_metrics = phases.sync(cluster, state.weights, step, cfg.phase_timeout_s)
+                finish_step(cfg, cluster, state, step, got, {**train_metrics, **sync_metrics}, timer, on_step)
+                timer = next_timer
+                if stop.requested:
+                    state.interrupted = True
+                    save(cfg, cluster, state)
+                    break
     except KeyboardInterrupt:
         state.interrupted = True
-        save(cfg, cluster, state)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return state.close()

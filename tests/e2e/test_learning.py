@@ -19,3 +19,7 @@ def test_reward_rises_on_the_toy_task(digits_run):
     assert all(r["train/skipped"] == 0.0 and r["sync/bytes"] > 0 for r in rows)
     assert max(abs(r["train/mismatch/kl"]) for r in rows) < 1e-3
     assert (digits_run / "plots" / "reward.png").stat().st_size > 1000
+    # Periodic evaluation on held-out tasks (eval_every=10) follows the training reward up.
+    evals = [r["eval/reward_mean"] for r in rows if r.get("eval/reward_mean") is not None]
+    assert [r["step"] for r in rows if "eval/reward_mean" in r and r["eval/reward_mean"] is not None] == [10, 20, 30]
+    assert evals[-1] > evals[0], evals
