@@ -1,9 +1,13 @@
 """Learner benchmark: ZeRO-3 train-step tokens/s, and weight-sync time against a memcpy of the same bytes.
 
-One in-process rank (world size 1, DeepSpeed on this machine's accelerator). Weight sync = gather the
-partitions bucket by bucket + write checksummed safetensors buckets to shared memory (what a rollout
-worker then loads); its peer is torch.clone of every exported tensor, measured in the same run.
-Prints ONE JSON object; `sync_vs_memcpy_ratio` is smaller-is-better (goal <= 3).
+One in-process rank (world size 1, DeepSpeed on this machine's accelerator) and one rollout engine
+(VLLMEngine, the RolloutWorker's engine, same model) in the same process tree. Weight sync, end to end,
+is what `phases.sync` does: gather the partitions bucket by bucket and write checksummed buckets to
+shared memory (export), then the engine reads and verifies every bucket, reloads its weights in place
+and its served fingerprint is checked (load), and the previous update is retired. Its peer is
+torch.clone of every exported tensor, measured in the same run. Prints ONE JSON object;
+`sync_vs_memcpy_ratio` (end to end) and `export_vs_memcpy_ratio` (learner side only) are
+smaller-is-better (goal <= 3).
 
   PYTHONPATH=. DS_ACCELERATOR=cpu python bench/learner.py [--quick]
 """
@@ -59,37 +63,111 @@ def run(quick: bool) -> dict:
         step_s.append(worker.train_step(batch)["time_s"])
 
     root = tempfile.mkdtemp(prefix="bench-learner-", dir=default_root().parent)
-    sync_s, nbytes = [], 0
-    for v in range(repeats + 1):
-        out = worker.export_weights(v + 1, root)
-        if v:  # the first export warms page cache and allocator
-            sync_s.append(out["seconds"])
-        nbytes = out["nbytes"]
-        remove_update(out["update"])
-    shutil.rmtree(root, ignore_errors=True)
-    from iquest_rl.weight_sync.gather import gathered_weights
-
-    gather_s = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state = dict(gathered_weights(worker.engine.module, worker.cfg.sync_bucket_mb * 2**20, 0))
-        gather_s.append(time.perf_counter() - t0)
-    copy_s = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
-        clones = [t.clone() for t in state.values()]
-        copy_s.append(time.perf_counter() - t0)
-        del clones
-    sync, memcpy = min(sync_s), min(copy_s[1:])
+    try:
+        export_s, nbytes = _time_exports(worker, root, repeats)
+        state, gather_s = _time_gather(worker, repeats)
+        memcpy = _time_memcpy(state, repeats)
+        read_s = _time_read_verify(worker, root, repeats)
+        del state
+        e2e = _time_end_to_end(worker, path, root, repeats)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    sync, export = e2e["sync_s"], min(export_s)
     tokens = rows * seq
     return {
         "model": path, "params": info["params"], "rows": rows, "seq_len": seq,
         "train_step_s": min(step_s), "train_tokens_per_s": tokens / min(step_s),
-        "sync_bytes": nbytes, "sync_s": sync, "memcpy_s": memcpy,
-        "sync_gb_per_s": nbytes / sync / 1e9, "sync_vs_memcpy_ratio": sync / memcpy,
-        "gather_only_s": min(gather_s), "write_buckets_s": sync - min(gather_s),
+        "sync_bytes": nbytes, "memcpy_s": memcpy,
+        "sync_s": sync, "sync_gb_per_s": nbytes / sync / 1e9, "sync_vs_memcpy_ratio": sync / memcpy,
+        "export_s": export, "export_vs_memcpy_ratio": export / memcpy,
+        "load_s": e2e["load_s"], "load_vs_memcpy_ratio": e2e["load_s"] / memcpy,
+        "read_verify_s": min(read_s), "gather_only_s": min(gather_s),
+        "sync_s_all": e2e["sync_s_all"], "export_s_all": export_s,
         "device": "cuda" if torch.cuda.is_available() else "cpu", "quick": quick,
     }
+
+
+def _time_exports(worker, root: str, repeats: int) -> tuple[list[float], int]:
+    """Learner side only: gather + write buckets, retiring each update as the controller does."""
+    from iquest_rl.weight_sync.buckets import remove_update
+
+    times, nbytes = [], 0
+    for v in range(repeats + 1):
+        out = worker.export_weights(v + 1, root)
+        if v:  # the first export warms page cache and allocator
+            times.append(out["seconds"])
+        nbytes = out["nbytes"]
+        remove_update(out["update"])
+    return times, nbytes
+
+
+def _time_gather(worker, repeats: int) -> tuple[dict, list[float]]:
+    from iquest_rl.weight_sync.gather import gathered_weights
+
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state = dict(gathered_weights(worker.engine.module, worker.cfg.sync_bucket_mb * 2**20, 0))
+        times.append(time.perf_counter() - t0)
+    return state, times
+
+
+def _time_memcpy(state: dict, repeats: int) -> float:
+    """The peer: torch.clone of every exported tensor (best of repeats, after one warm-up)."""
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        clones = [t.clone() for t in state.values()]
+        times.append(time.perf_counter() - t0)
+        del clones
+    return min(times[1:])
+
+
+def _time_read_verify(worker, root: str, repeats: int) -> list[float]:
+    """Receiver side without the engine: read every bucket into staging and verify its checksum."""
+    from iquest_rl.weight_sync.buckets import Staging, read_buckets, remove_update
+
+    out = worker.export_weights(100, root)
+    staging, times = Staging(), []
+    for i in range(repeats + 1):
+        t0 = time.perf_counter()
+        n = len(list(read_buckets(out["update"], staging)))
+        if i:
+            times.append(time.perf_counter() - t0)
+    assert n > 0
+    remove_update(out["update"])
+    return times
+
+
+def _time_end_to_end(worker, path: str, root: str, repeats: int) -> dict:
+    """export -> engine.update_weights (read, verify, reload, probe) -> check_fingerprints -> retire the
+    previous update: what phases.sync times, with one in-process VLLMEngine."""
+    from iquest_rl.actors.vllm_engine import VLLMEngine
+    from iquest_rl.config.model import ModelConfig
+    from iquest_rl.config.rollout import RolloutConfig
+    from iquest_rl.weight_sync.buckets import remove_update
+    from iquest_rl.weight_sync.gather import check_fingerprints
+
+    engine = VLLMEngine(ModelConfig(path=path, dtype="float32"), RolloutConfig(max_model_len=256, max_num_seqs=4))
+    try:
+        previous, sync_s, load_s = None, [], []
+        for v in range(repeats + 1):
+            t0 = time.perf_counter()
+            update = worker.export_weights(engine.version + 1, root)["update"]
+            t1 = time.perf_counter()
+            fp = engine.update_weights(update)
+            t2 = time.perf_counter()
+            check_fingerprints(update, [fp])
+            if previous is not None:
+                remove_update(previous)
+            previous = update
+            if v:  # the first sync warms page cache, staging and allocator
+                sync_s.append(time.perf_counter() - t0)
+                load_s.append(t2 - t1)
+        remove_update(previous)
+    finally:
+        engine.close()
+    return {"sync_s": min(sync_s), "load_s": min(load_s), "sync_s_all": sync_s}
 
 
 if __name__ == "__main__":

@@ -37,8 +37,13 @@ class Cluster:
                 ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001 - already dead is fine at shutdown
                 pass
+        import shutil
+
         from sandboxes.lifecycle import reconcile
 
+        from .weight_sync.buckets import default_root
+
+        shutil.rmtree(default_root(), ignore_errors=True)  # this run's weight buckets in shared memory
         try:
             reconcile(self.run_id)
         except Exception as e:  # noqa: BLE001 - a stopped engine must not hide the run's own error

@@ -22,12 +22,16 @@ class WeightSyncExtension:
         leaves the served weights unchanged. Returns {"ok", "error", "probe", "num_tensors"}; "probe"
         covers update["probe_names"] when the sender listed them (so it compares with update["probe"]).
         """
-        from iquest_rl.weight_sync.buckets import WeightSyncError, WeightUpdate, read_buckets
+        from iquest_rl.weight_sync.buckets import Staging, WeightSyncError, WeightUpdate, read_buckets
 
         wu = WeightUpdate(**update)
         only = wu.probe_names or None
+        # Kept across updates: reading into already-mapped memory avoids a page fault per 4 KiB. Safe
+        # because reload_weights copies into the engine's own tensors (it keeps no loaded tensor).
+        if getattr(self, "_iquest_staging", None) is None:
+            self._iquest_staging = Staging()
         try:
-            tensors = list(read_buckets(wu))
+            tensors = list(read_buckets(wu, self._iquest_staging))
         except WeightSyncError as e:
             # Returned, not raised: an exception crossing collective_rpc loses its type.
             return {"ok": False, "error": str(e), "probe": self.iquest_probe(only), "num_tensors": 0}

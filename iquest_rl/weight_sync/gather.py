@@ -1,7 +1,8 @@
 """Gather a ZeRO-3 model's partitioned weights bucket by bucket, under Hugging Face names, LoRA merged.
 
-Every rank must iterate `gathered_weights` (each bucket is an all-gather collective); only rank 0
-receives tensors (CPU copies), the others get an empty iterator of the same length. A bucket holds
+Every rank must iterate `gathered_weights` / `gathered_buckets` (each bucket is an all-gather
+collective); only rank 0 receives tensors, the others get empty buckets. `export_update` writes each
+gathered bucket straight into its bucket file, without an intermediate CPU copy. A bucket holds
 whole parameters up to about `bucket_bytes` of full (unpartitioned) size, so peak extra memory per
 rank is one bucket, not the model.
 
@@ -67,10 +68,12 @@ def _units(module: Any) -> list[tuple[str, list[Any], Any]]:
     return units
 
 
-def _materialise(params: list[Any], merge: Any) -> Any:
+def _materialise(params: list[Any], merge: Any, copy: bool = True) -> Any:
+    """The exported tensor of one unit on the CPU: the (merged) weight; copy=False may return the
+    gathered parameter itself (valid only inside its GatheredParameters context)."""
     base = params[0].detach()
     if merge is None:
-        return base.to("cpu", copy=True)
+        return base.to("cpu", copy=copy)
     layer, adapters = merge
     w = base.clone()
     for a in adapters:
@@ -78,11 +81,13 @@ def _materialise(params: list[Any], merge: Any) -> Any:
     return w.to("cpu")
 
 
-def gathered_weights(module: Any, bucket_bytes: int, rank: int) -> Iterator[tuple[str, Any]]:
-    """Yield (hf name, full CPU tensor) on rank 0; gather (and yield nothing) on other ranks.
+def gathered_buckets(module: Any, bucket_bytes: int, rank: int, copy: bool = True) -> Iterator[list[tuple[str, Any]]]:
+    """Per bucket, while its parameters are gathered: [(hf name, full CPU tensor)] on rank 0, [] elsewhere.
 
-    All ranks must run it to the end together. Parameters without ZeRO-3 partitioning (stage < 3,
-    a plain module) are copied directly.
+    All ranks must run it to the end together (each bucket is an all-gather). With copy=False the
+    tensors may be the gathered parameters themselves, valid only until the next bucket is requested:
+    the consumer must use them before (the weight-sync writer writes them straight into its file).
+    Parameters without ZeRO-3 partitioning (stage < 3, a plain module) are gathered as they are.
     """
     import deepspeed
 
@@ -91,23 +96,28 @@ def gathered_weights(module: Any, bucket_bytes: int, rank: int) -> Iterator[tupl
     bucket: list[tuple[str, list[Any], Any]] = []
     size = 0
 
-    def flush() -> Iterator[tuple[str, Any]]:
+    def gathered() -> Iterator[list[tuple[str, Any]]]:
         params = [p for _, ps, _ in bucket for p in ps]
         with GatheredParameters(params, modifier_rank=None):
-            if rank == 0:
-                out = [(n, _materialise(ps, merge)) for n, ps, merge in bucket]
-            else:
-                out = []
-        yield from out
+            yield [(n, _materialise(ps, merge, copy)) for n, ps, merge in bucket] if rank == 0 else []
 
     for unit in _units(module):
         bucket.append(unit)
         size += sum(full_nbytes(p) for p in unit[1])
         if size >= bucket_bytes:
-            yield from flush()
+            yield from gathered()
             bucket, size = [], 0
     if bucket:
-        yield from flush()
+        yield from gathered()
+
+
+def gathered_weights(module: Any, bucket_bytes: int, rank: int) -> Iterator[tuple[str, Any]]:
+    """Yield (hf name, full CPU tensor) on rank 0, each a copy; gather (and yield nothing) on other ranks.
+
+    All ranks must run it to the end together.
+    """
+    for bucket in gathered_buckets(module, bucket_bytes, rank, copy=True):
+        yield from bucket
 
 
 def exported_names(module: Any) -> list[str]:
@@ -118,27 +128,20 @@ def exported_names(module: Any) -> list[str]:
 def export_update(module: Any, out_dir: str, version: int, bucket_bytes: int, rank: int) -> dict[str, Any] | None:
     """Gather the weights and write them as checksummed buckets (rank 0). Collective over all ranks.
 
-    Returns on rank 0 {"update": WeightUpdate (with its probe fingerprint), "nbytes": bytes written};
-    None on the other ranks. The driver pushes "update" to every rollout worker and checks what they
-    return with `check_fingerprints`.
+    Each gathered bucket is written straight from the gathered parameters into its bucket file (no
+    intermediate CPU copy). Returns on rank 0 {"update": WeightUpdate (with its probe fingerprint),
+    "nbytes": tensor bytes written}; None on the other ranks. The driver pushes "update" to every
+    rollout worker and checks what they return with `check_fingerprints`.
     """
-    from .buckets import write_buckets
+    from .buckets import BucketWriter
 
-    tensors = gathered_weights(module, bucket_bytes, rank)
-    if rank != 0:
-        for _ in tensors:
-            pass
+    writer = BucketWriter(out_dir, version) if rank == 0 else None
+    for bucket in gathered_buckets(module, bucket_bytes, rank, copy=False):
+        if writer is not None:
+            writer.write(bucket)
+    if writer is None:
         return None
-    nbytes = 0
-
-    def counted() -> Iterator[tuple[str, Any]]:
-        nonlocal nbytes
-        for name, t in tensors:
-            nbytes += t.numel() * t.element_size()
-            yield name, t
-
-    update = write_buckets(counted(), out_dir, version, bucket_bytes)
-    return {"update": update, "nbytes": nbytes}
+    return {"update": writer.finish(), "nbytes": writer.nbytes}
 
 
 def check_fingerprints(update: Any, fingerprints: list[Any]) -> None:
