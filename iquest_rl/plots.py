@@ -12,7 +12,7 @@ PANELS = {
                                         "response/answer_tokens_mean"]),
     "timing.png": ("Seconds per phase", ["time/generate", "time/reward", "time/train", "time/sync", "time/step"]),
     "train.png": ("Learner", ["train/loss", "train/grad_norm", "train/clip_frac", "train/entropy",
-                              "train/mismatch_kl"]),
+                              "train/mismatch/kl"]),
 }
 
 
