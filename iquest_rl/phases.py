@@ -1,14 +1,16 @@
 """The controller's steps, one function each, with their fault handling and timing.
 
 Only this module and launch.py make Ray calls. A phase that misses its deadline raises PhaseTimeout
-naming the phase and the workers still busy. A rollout worker that dies is restarted by Ray; its
-chunk is resubmitted after the current weights are pushed to it again.
+naming the phase and the workers still busy. A rollout or reward worker that dies is restarted by
+Ray; its share of the phase is called again once it answers (a rollout worker first gets the
+current weights pushed again), at most MAX_RESUBMITS times per phase.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,34 +49,63 @@ def _get(refs: list[Any], deadline: float, phase: str) -> list[Any]:
     return ray.get(refs)
 
 
+def _restartable(calls: dict[str, Callable[[], Any]], revive: dict[str, Callable[[], None]], deadline: float,
+                 phase: str) -> dict[str, Any]:
+    """Run calls[name]() on every worker at once and return name -> result. A worker that dies is
+    revived (wait for Ray's restart, restore its state) and called again, MAX_RESUBMITS times at most."""
+    from ray.exceptions import RayActorError
+
+    results: dict[str, Any] = {}
+    attempts = dict.fromkeys(calls, 0)
+    while len(results) < len(calls):
+        refs = {name: call() for name, call in calls.items() if name not in results}
+        for name, ref in refs.items():
+            try:
+                results[name] = _get([ref], deadline, phase)[0]
+            except RayActorError as e:
+                attempts[name] += 1
+                if attempts[name] > MAX_RESUBMITS:
+                    raise RuntimeError(f"{name} died {attempts[name]} times in phase {phase}; last error: {e}") from e
+                log.warning("%s died mid-step in phase %s (%s); calling it again once it is back",
+                            name, phase, type(e).__name__)
+                revive[name]()
+    return results
+
+
+def _wait_alive(ping: Callable[[], Any], deadline: float, name: str) -> Any:
+    """ping()'s result once the (restarting) actor answers; RayActorError past the deadline."""
+    import ray
+    from ray.exceptions import GetTimeoutError, RayActorError
+
+    while True:
+        try:
+            return ray.get(ping(), timeout=max(deadline - time.monotonic(), 1.0))
+        except (RayActorError, GetTimeoutError):
+            if time.monotonic() > deadline:
+                raise PhaseTimeout(f"{name} did not come back from a restart before the phase deadline") from None
+            time.sleep(1.0)
+
+
 def generate(cluster: Cluster, tasks: list[Task], n: int, seed: int, weights: WeightState,
              timeout_s: float) -> list[Trajectory]:
     """n trajectories per task, grouped by task: group_id = index of the task in `tasks`."""
-    from ray.exceptions import RayActorError
-
     deadline = time.monotonic() + timeout_s
     workers = cluster.rollouts
     for worker in workers:  # a worker Ray restarted between steps would otherwise serve its initial weights
         ensure_weights(worker, weights, deadline)
-    chunks = _chunks(tasks, len(workers))
-    pending = {w: ([tasks[i] for i in idx], idx) for w, idx in enumerate(chunks)}
-    results: dict[int, list[Trajectory]] = {}
-    attempts = {w: 0 for w in pending}
-    while pending:
-        refs = {w: workers[w].rollout.remote(chunk, n, seed + 7919 * w) for w, (chunk, _) in pending.items()}
-        for w, ref in refs.items():
-            try:
-                results[w] = _get([ref], deadline, "generate")[0]
-                del pending[w]
-            except RayActorError as e:
-                attempts[w] += 1
-                if attempts[w] > MAX_RESUBMITS:
-                    raise RuntimeError(f"rollout-{w} died {attempts[w]} times in one step; last error: {e}") from e
-                log.warning("rollout-%d died mid-step (%s); resubmitting its %d tasks", w, e, len(pending[w][0]))
-                ensure_weights(workers[w], weights, deadline)
+    chunks = dict(enumerate(_chunks(tasks, len(workers))))
+
+    def call(w: int) -> Callable[[], Any]:
+        return lambda: workers[w].rollout.remote([tasks[i] for i in chunks[w]], n, seed + 7919 * w)
+
+    def revive(w: int) -> Callable[[], None]:
+        return lambda: ensure_weights(workers[w], weights, deadline)
+
+    results = _restartable({f"rollout-{w}": call(w) for w in chunks}, {f"rollout-{w}": revive(w) for w in chunks},
+                           deadline, "generate")
     out: list[Trajectory] = []
-    for w in sorted(results):
-        for traj in results[w]:
+    for w in sorted(chunks):
+        for traj in results[f"rollout-{w}"]:
             traj.group_id = chunks[w][traj.group_id]
             out.append(traj)
     out.sort(key=lambda t: t.group_id)  # stable: sample order within a group is kept
@@ -82,33 +113,45 @@ def generate(cluster: Cluster, tasks: list[Task], n: int, seed: int, weights: We
 
 
 def ensure_weights(worker: Any, weights: WeightState, deadline: float) -> None:
-    """Wait for a (restarted) rollout worker and push the current weights if it serves older ones."""
+    """Wait for a (restarted) rollout worker and push the current weights if it serves older ones;
+    a worker that dies during the push is waited for and pushed to again."""
     import ray
     from ray.exceptions import RayActorError
 
-    while True:
-        try:
-            version = ray.get(worker.version.remote(), timeout=max(deadline - time.monotonic(), 1.0))
-            break
-        except RayActorError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
-    if weights.update is not None and version != weights.version:
-        from .weight_sync.gather import check_fingerprints
+    from .weight_sync.gather import check_fingerprints
 
-        check_fingerprints(weights.update, [ray.get(worker.update_weights.remote(weights.update))])
+    for attempt in range(MAX_RESUBMITS + 1):
+        version = _wait_alive(worker.version.remote, deadline, "a rollout worker")
+        if weights.update is None or version == weights.version:
+            return
+        try:
+            check_fingerprints(weights.update, [ray.get(worker.update_weights.remote(weights.update))])
+            return
+        except RayActorError as e:
+            if attempt == MAX_RESUBMITS:
+                raise
+            log.warning("a rollout worker died while loading weights v%d (%s); pushing again once it is back",
+                        weights.version, type(e).__name__)
 
 
 def score(cluster: Cluster, tasks: list[Task], trajs: list[Trajectory], timeout_s: float) -> list[RewardResult]:
     """One RewardResult per trajectory (infrastructure errors included, never as 0)."""
     deadline = time.monotonic() + timeout_s
     items = [(tasks[t.group_id], t) for t in trajs]
-    chunks = _chunks(items, len(cluster.rewards))
-    refs = [cluster.rewards[w].score.remote([items[i] for i in idx]) for w, idx in enumerate(chunks)]
+    chunks = dict(enumerate(_chunks(items, len(cluster.rewards))))
+    workers = cluster.rewards
+
+    def call(w: int) -> Callable[[], Any]:
+        return lambda: workers[w].score.remote([items[i] for i in chunks[w]])
+
+    def revive(w: int) -> Callable[[], None]:
+        return lambda: _wait_alive(workers[w].ping.remote, deadline, f"reward-{w}")
+
+    results = _restartable({f"reward-{w}": call(w) for w in chunks}, {f"reward-{w}": revive(w) for w in chunks},
+                           deadline, "reward")
     out: list[RewardResult | None] = [None] * len(items)
-    for idx, res in zip(chunks, _get(refs, deadline, "reward")):
-        for i, r in zip(idx, res):
+    for w, idx in chunks.items():
+        for i, r in zip(idx, results[f"reward-{w}"]):
             out[i] = r
     return out  # type: ignore[return-value]
 
@@ -144,7 +187,8 @@ def _ppo_prepare(cluster: Cluster, batch: TrainBatch, algo: Any, deadline: float
 
 
 def sync(cluster: Cluster, weights: WeightState, version: int, timeout_s: float) -> dict[str, float]:
-    """Gather the learners' weights, push them to every rollout worker, verify what they serve."""
+    """Gather the learners' weights, push them to every rollout worker, verify what they serve
+    (a rollout worker that dies during the push is pushed to again once Ray has restarted it)."""
     from .weight_sync.buckets import remove_update
     from .weight_sync.gather import check_fingerprints
 
@@ -152,8 +196,17 @@ def sync(cluster: Cluster, weights: WeightState, version: int, timeout_s: float)
     t0 = time.monotonic()
     out = _get([a.export_weights.remote(version) for a in cluster.learners], deadline, "sync")[0]
     update = out["update"]
-    fps = _get([r.update_weights.remote(update) for r in cluster.rollouts], deadline, "sync")
-    check_fingerprints(update, fps)
+    workers = dict(enumerate(cluster.rollouts))
+
+    def call(w: int) -> Callable[[], Any]:
+        return lambda: workers[w].update_weights.remote(update)
+
+    def revive(w: int) -> Callable[[], None]:
+        return lambda: _wait_alive(workers[w].version.remote, deadline, f"rollout-{w}")
+
+    fps = _restartable({f"rollout-{w}": call(w) for w in workers}, {f"rollout-{w}": revive(w) for w in workers},
+                       deadline, "sync")
+    check_fingerprints(update, [fps[f"rollout-{w}"] for w in workers])
     if weights.update is not None:
         remove_update(weights.update)
     weights.version, weights.update = version, update

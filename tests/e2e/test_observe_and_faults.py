@@ -1,5 +1,7 @@
 """During a run: named actors and the project's metrics are visible through Ray's state and metrics
-APIs; a RolloutWorker killed mid-step is restarted, re-synced and its episodes resubmitted.
+APIs; a RolloutWorker and a RewardWorker killed while their step-2 calls run are restarted (the
+rollout worker re-synced by the controller, the reward worker's idempotent score call retried by Ray)
+and their work done again.
 Runs the controller in this process (the test is the Ray driver)."""
 
 import logging
@@ -26,19 +28,29 @@ def _prometheus_text() -> str:
 
 def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog):
     import ray
-    from ray.util.state import list_actors
+    from ray.util.state import list_actors, list_tasks
 
     from iquest_rl.controller import run
 
     cfg = load(ROOT / "experiments/local/swe_grpo.yaml", [f"output_dir={tmp_path}", "name=observe", "steps=3",
                                                           "logging.progress_bar=false"])
     seen: dict = {}
-    killed = threading.Event()
+    killed: dict = {}
 
-    def kill_rollout_soon() -> None:
-        time.sleep(1.5)  # step 2's episodes are in flight by now
-        ray.kill(ray.get_actor("rollout-0", namespace="iquest-rl"), no_restart=False)
-        killed.set()
+    def kill_while_running(actor: str, task: str) -> None:
+        """Kill `actor` once Ray reports its `task` running (task events lag about a second)."""
+        gcs = ray._private.worker.global_worker.node.address
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if list_tasks(address=gcs, filters=[("name", "=", task), ("state", "=", "RUNNING")]):
+                ray.kill(ray.get_actor(actor, namespace="iquest-rl"), no_restart=False)
+                killed[actor] = True
+                return
+            time.sleep(0.2)
+
+    def kill_both() -> None:
+        kill_while_running("rollout-0", "RolloutWorker.rollout")
+        kill_while_running("reward-0", "RewardWorker.score")
 
     def on_step(step: int, metrics: dict) -> None:
         if step != 1:
@@ -53,14 +65,14 @@ def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog):
                 seen["metrics"] = True
                 break
             time.sleep(2)
-        threading.Thread(target=kill_rollout_soon, daemon=True).start()
+        threading.Thread(target=kill_both, daemon=True).start()
 
     with caplog.at_level(logging.WARNING, logger="iquest_rl.phases"):
         state = run(cfg, tmp_path / "observe", on_step=on_step)
     assert {"rollout-0", "learner-0", "learner-1", "reward-0"} <= seen["actors"]
     assert seen.get("metrics"), "project metrics never appeared in Ray's Prometheus export"
-    assert killed.is_set()
-    assert "rollout-0 died mid-step" in caplog.text
+    assert killed == {"rollout-0": True, "reward-0": True}
+    assert "rollout-0 died mid-step in phase generate" in caplog.text
     assert state.step == 3
     from iquest_rl.metrics import read_metrics
     from iquest_rl.trajectory_store import iter_records
@@ -70,7 +82,12 @@ def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog):
     assert rows[2]["sync/bytes"] > 0
     # The restarted worker was re-synced before it sampled again: step 2 and 3 samples carry the
     # learner's current version, not the initial weights.
-    for rec in iter_records(tmp_path / "observe"):
+    records = list(iter_records(tmp_path / "observe"))
+    assert [sum(r["step"] == s for r in records) for s in (1, 2, 3)] == [4, 4, 4]
+    # reward-0 died while grading step 2 (Ray retries its idempotent score calls): every trajectory
+    # still has a graded reward.
+    assert all(r["reward"] is not None and r["reward"]["outcome"] for r in records)
+    for rec in records:
         versions = {t["policy_version"] for t in rec["turns"] if t["sampled"]}
         assert versions == {rec["step"] - 1}, (rec["step"], versions)
     assert ours(tmp_path / "observe") == []

@@ -1,0 +1,72 @@
+"""A worker whose process dies in the middle of a phase call is restarted by Ray and called again
+(real Ray actors that exit mid-call, deterministically); one that keeps dying fails the phase by name."""
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def _flaky_class(ray):
+    @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+    class Flaky:
+        """Exits its process on the first `deaths` calls to work(), counted in a file across restarts."""
+
+        def __init__(self, counter: str, deaths: int):
+            self.counter, self.deaths = Path(counter), deaths
+
+        def ping(self) -> int:
+            return os.getpid()
+
+        def work(self, x: int) -> tuple[int, int]:
+            seen = int(self.counter.read_text()) if self.counter.exists() else 0
+            self.counter.write_text(str(seen + 1))
+            if seen < self.deaths:
+                os._exit(1)
+            return x * 2, os.getpid()
+
+    return Flaky
+
+
+def _run(ray, workers, deadline_s=60.0):
+    import time
+
+    from iquest_rl.phases import _restartable, _wait_alive
+
+    deadline = time.monotonic() + deadline_s
+    calls = {f"w-{i}": (lambda w=w, i=i: w.work.remote(i)) for i, w in enumerate(workers)}
+    revive = {f"w-{i}": (lambda w=w, i=i: _wait_alive(w.ping.remote, deadline, f"w-{i}")) for i, w in enumerate(workers)}
+    return _restartable(calls, revive, deadline, "test")
+
+
+def test_worker_dying_mid_call_is_restarted_and_called_again(ray_local, tmp_path, caplog):
+    Flaky = _flaky_class(ray_local)
+    steady = Flaky.remote(str(tmp_path / "a"), 0)
+    dies_twice = Flaky.remote(str(tmp_path / "b"), 2)
+    with caplog.at_level(logging.WARNING, logger="iquest_rl.phases"):
+        out = _run(ray_local, [steady, dies_twice])
+    assert out["w-0"][0] == 0 and out["w-1"][0] == 2
+    assert caplog.text.count("w-1 died mid-step in phase test") == 2
+    assert "w-0 died" not in caplog.text
+    assert (tmp_path / "b").read_text() == "3"  # two fatal calls, then the one that answered
+
+
+def test_worker_that_keeps_dying_fails_the_phase_by_name(ray_local, tmp_path):
+    from iquest_rl.phases import MAX_RESUBMITS
+
+    Flaky = _flaky_class(ray_local)
+    doomed = Flaky.remote(str(tmp_path / "c"), 100)
+    with pytest.raises(RuntimeError, match=rf"w-0 died {MAX_RESUBMITS + 1} times in phase test"):
+        _run(ray_local, [doomed])
