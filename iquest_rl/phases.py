@@ -163,6 +163,14 @@ def train(cluster: Cluster, batch: TrainBatch, algo: Any, timeout_s: float) -> d
     deadline = time.monotonic() + timeout_s
     ref = ray.put(batch)
     metrics: dict[str, float] = {}
+    if algo.kl.coef > 0:  # the frozen reference scores the batch once, before any update
+        out = _get([a.compute_logprobs.remote(ref, reference=True) for a in cluster.learners], deadline, "train")
+        batch.ref_logprobs = out[0]["logprobs"]
+        if algo.kl.in_reward and algo.name == "grpo":
+            from .algos.batch import grpo_kl_in_reward
+
+            metrics.update(grpo_kl_in_reward(batch, algo))
+        ref = ray.put(batch)
     if algo.name == "ppo":
         metrics.update(_ppo_prepare(cluster, batch, algo, deadline))
         ref = ray.put(batch)
@@ -180,7 +188,13 @@ def _ppo_prepare(cluster: Cluster, batch: TrainBatch, algo: Any, deadline: float
 
     values = _get([a.compute_values.remote(batch) for a in cluster.learners], deadline, "train")[0]
     mask = batch.loss_mask.float()
-    adv, ret = gae(token_rewards(batch.rewards, mask), values, mask, algo.gamma, algo.lam)
+    rewards = token_rewards(batch.rewards, mask)
+    if algo.kl.coef > 0 and algo.kl.in_reward:  # per-token KL shaping (InstructGPT/PPO style)
+        from .algos.kl import kl_in_reward
+
+        rewards = kl_in_reward(rewards, batch.rollout_logprobs, batch.ref_logprobs, mask, algo.kl.coef,
+                               algo.kl.estimator)
+    adv, ret = gae(rewards, values, mask, algo.gamma, algo.lam)
     batch.advantages = whiten(adv, mask)
     batch.returns, batch.old_values = ret, values
     return {"critic/value_mean": float((values * mask).sum() / mask.sum().clamp(min=1))}

@@ -138,3 +138,5 @@ class TrainBatch:
     """(batch,) policy version of each sequence, for staleness metrics."""
     rewards: Any | None = None
     """(batch,) sequence reward after overlong shaping; PPO turns it into token rewards for GAE."""
+    group_ids: Any | None = None
+    """(batch,) GRPO group of each sequence (advantages are recomputed when KL goes into the reward)."""

@@ -1,5 +1,5 @@
-"""Build the DeepSpeed engines of a learner rank: the policy (causal LM, optional LoRA) and the PPO critic
-(the causal LM's backbone plus a scalar value head).
+"""Build the DeepSpeed engines of a learner rank: the policy (causal LM, optional LoRA), the PPO critic
+(the causal LM's backbone plus a scalar value head) and the frozen KL reference (the initial policy).
 
 Weights are partitioned while loading: a live HfDeepSpeedConfig makes transformers' from_pretrained
 construct the model under deepspeed.zero.Init and load each tensor into its partitions, so no rank
@@ -117,3 +117,20 @@ def build_critic_engine(model_cfg: ModelConfig, learner: LearnerConfig, lr: floa
     torch.manual_seed(seed + 2)
     model = ValueModel(backbone, hidden).to(_torch_dtype(learner, on_gpu))
     return _initialize(model, ds, keep)
+
+
+def build_reference_engine(model_cfg: ModelConfig, learner: LearnerConfig, world: int, on_gpu: bool):
+    """The KL reference: the initial checkpoint (without LoRA adapters), frozen, ZeRO-3 partitioned like
+    the policy, no optimiser (DeepSpeed runs it as an inference-only ZeRO-3 engine)."""
+    import deepspeed
+
+    ds = deepspeed_config(learner, world, on_gpu, _hidden_size(model_cfg))
+    for key in ("optimizer", "scheduler"):
+        ds.pop(key, None)
+    model, keep = _load(model_cfg, ds, _torch_dtype(learner, on_gpu), backbone=False)
+    model.config.use_cache = False
+    model.requires_grad_(False)
+    model.eval()
+    engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
+    engine.iquest_hf_ds_config = keep
+    return engine

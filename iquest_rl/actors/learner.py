@@ -58,6 +58,7 @@ class LearnerWorker:
         self.seed, self.temperature, self.max_tokens = seed, temperature if temperature > 0 else 1.0, max_tokens
         self.engine = None
         self.critic = None
+        self.reference = None
         self.version = 0
         self.info: dict[str, Any] = {}
 
@@ -108,6 +109,10 @@ class LearnerWorker:
             from .critic import Critic
 
             self.critic = Critic(self.model_cfg, self.cfg, self.algo, self.rank, self.world, self.on_gpu, self.seed)
+        if self.algo.kl.coef > 0:  # off (the IQuest recipe): no reference model is loaded at all
+            from .engines import build_reference_engine
+
+            self.reference = build_reference_engine(self.model_cfg, self.cfg, self.world, self.on_gpu)
         params = list(self.engine.module.parameters())
         self.info = {
             "rank": self.rank,
@@ -121,22 +126,29 @@ class LearnerWorker:
 
     # ---- forward passes --------------------------------------------------------------------------
 
-    def compute_logprobs(self, batch: TrainBatch, entropy: bool = False) -> dict[str, Any]:
+    def compute_logprobs(self, batch: TrainBatch, entropy: bool = False,
+                         reference: bool = False) -> dict[str, Any]:
         """Per-token learner logprobs (and entropy) of the whole batch.  -> {"logprobs": (b,t), "entropy"?: (b,t)}
 
+        reference=True scores with the frozen KL reference instead of the policy (algo.kl.coef > 0).
         Each rank scores its shard; the shards are all-gathered so every rank returns the full tensors.
         """
         import torch
 
+        engine = self.engine
+        if reference:
+            if self.reference is None:
+                raise RuntimeError(f"learner rank {self.rank}: no reference model (algo.kl.coef is 0)")
+            engine = self.reference
         b = _as_tensors(batch)
         n, t = b.input_ids.shape
         lp = torch.zeros(n, t)
         ent = torch.zeros(n, t)
-        self.engine.eval()
+        engine.eval()
         with torch.no_grad():
             for step in self._plan(b):
                 for mb in step.micro:
-                    out = self._forward(b, mb, with_entropy=entropy)
+                    out = self._forward(b, mb, with_entropy=entropy, engine=engine)
                     if mb.rows:
                         lp[mb.rows, : mb.seq_len] = out[0].float().cpu()
                         if entropy:
@@ -268,21 +280,23 @@ class LearnerWorker:
         return plan(b.attention_mask.sum(1).tolist(), b.loss_mask.sum(1).tolist(), self.rank, self.world,
                     self.cfg.micro_batch_size, self.cfg.grad_accum, self.cfg.micro_batch_tokens)
 
-    def _forward(self, b: Any, mb: Any, with_entropy: bool, grad: bool = False):
-        """(logprobs (b,L), entropy (b,L) | None) of a micro-batch; an empty one runs a 2-token dummy row."""
+    def _forward(self, b: Any, mb: Any, with_entropy: bool, grad: bool = False, engine: Any = None):
+        """(logprobs (b,L), entropy (b,L) | None) of a micro-batch through `engine` (the policy by
+        default); an empty micro-batch runs a 2-token dummy row."""
         import torch
 
         from iquest_rl.algos.batch import logprobs_from_logits
         from iquest_rl.algos.losses import entropy_from_logits
 
-        device = self.engine.device
+        engine = engine or self.engine
+        device = engine.device
         if mb.rows:
             ids = b.input_ids[mb.rows, : mb.seq_len].to(device)
             am = b.attention_mask[mb.rows, : mb.seq_len].to(device)
         else:
             ids = torch.zeros(1, 2, dtype=torch.long, device=device)
             am = torch.ones_like(ids)
-        logits = self.engine(input_ids=ids, attention_mask=am, use_cache=False).logits
+        logits = engine(input_ids=ids, attention_mask=am, use_cache=False).logits
         lp = logprobs_from_logits(logits, ids, self.temperature)
         ent = None
         if with_entropy:

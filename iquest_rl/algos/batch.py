@@ -120,7 +120,25 @@ def build_batch(
         rollout_logprobs=rollout_lp,
         policy_versions=torch.tensor([-1 if v is None else v for v in versions], dtype=torch.long),
         rewards=r,
+        group_ids=torch.tensor([t.group_id for t in trajectories]),
     )
+
+
+def grpo_kl_in_reward(batch: TrainBatch, algo: GRPOConfig) -> dict[str, float]:
+    """KL in the reward for GRPO (algo.kl.in_reward): each sequence reward loses coef · Σ_t KL_t(rollout ‖
+    reference) over its sampled tokens, and the group advantages are recomputed from the penalised
+    rewards. Fills batch.rewards/advantages in place.  -> {"kl/reward_penalty_mean": ...}"""
+    from .kl import kl_in_reward
+
+    if batch.ref_logprobs is None or batch.group_ids is None:
+        raise ValueError("grpo_kl_in_reward: the batch needs ref_logprobs and group_ids")
+    mask = torch.as_tensor(batch.loss_mask).float()
+    before = torch.as_tensor(batch.rewards, dtype=torch.float32)
+    after = kl_in_reward(before, torch.as_tensor(batch.rollout_logprobs), torch.as_tensor(batch.ref_logprobs),
+                         mask, algo.kl.coef, algo.kl.estimator)
+    seq_adv = sequence_advantages(after, torch.as_tensor(batch.group_ids), algo.advantage, algo.scale_std)
+    batch.rewards, batch.advantages = after, seq_adv.unsqueeze(-1) * mask
+    return {"kl/reward_penalty_mean": float((before - after).mean())}
 
 
 def token_rewards(rewards: Tensor, mask: Tensor) -> Tensor:

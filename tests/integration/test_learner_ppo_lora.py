@@ -1,4 +1,4 @@
-"""PPO critic engine (values, clipped value-loss updates) and LoRA learners with a merged export."""
+"""PPO critic engine (values, clipped value-loss updates), LoRA learners with a merged export, and the frozen KL reference."""
 
 from __future__ import annotations
 
@@ -89,3 +89,49 @@ def test_lora_export_is_merged_and_matches_learner(ray_cluster, tiny_model_path)
     assert float((ref - lp).abs().max()) <= 1e-4
     for a in actors:
         ray.kill(a)
+
+
+def test_kl_reference_is_the_frozen_initial_policy(ray_cluster, tiny_model_path):
+    """algo.kl.coef > 0 loads a frozen ZeRO-3 reference: it scores like the policy before any update,
+    keeps its logprobs while the policy moves, and the KL term shows in the train metrics."""
+    import torch
+
+    from iquest_rl.actors.learner import start_learner_group
+    from iquest_rl.config.algo import GRPOConfig, KLConfig
+    from iquest_rl.config.learner import LearnerConfig
+    from iquest_rl.config.model import ModelConfig
+
+    ray = ray_cluster
+    cfg = LearnerConfig(num_ranks=2, micro_batch_size=2, lr=5e-2)
+    actors = start_learner_group(ModelConfig(path=tiny_model_path), cfg, GRPOConfig(kl=KLConfig(coef=0.5)),
+                                 group="kl", num_cpus=0.25)
+    batch = _batch()
+    policy0 = ray.get([a.compute_logprobs.remote(batch) for a in actors])[0]["logprobs"]
+    ref0 = ray.get([a.compute_logprobs.remote(batch, reference=True) for a in actors])[0]["logprobs"]
+    assert float((policy0 - ref0).abs().max()) < 1e-6
+    batch.ref_logprobs = ref0
+    first = ray.get([a.train_step.remote(batch) for a in actors])[0]
+    second = ray.get([a.train_step.remote(batch) for a in actors])[0]
+    assert first["kl"] < 1e-6 < second["kl"]
+    policy2 = ray.get([a.compute_logprobs.remote(batch) for a in actors])[0]["logprobs"]
+    ref2 = ray.get([a.compute_logprobs.remote(batch, reference=True) for a in actors])[0]["logprobs"]
+    assert float((policy2 - policy0).abs().max()) > 1e-3  # the policy moved ...
+    assert torch.equal(ref2, ref0)  # ... the reference did not
+    for a in actors:
+        ray.kill(a)
+
+
+def test_no_reference_model_without_kl(ray_cluster, tiny_model_path):
+    from ray.exceptions import RayTaskError
+
+    from iquest_rl.actors.learner import start_learner_group
+    from iquest_rl.config.algo import GRPOConfig
+    from iquest_rl.config.learner import LearnerConfig
+    from iquest_rl.config.model import ModelConfig
+
+    ray = ray_cluster
+    actors = start_learner_group(ModelConfig(path=tiny_model_path), LearnerConfig(num_ranks=1), GRPOConfig(),
+                                 group="nokl", num_cpus=0.25)
+    with pytest.raises(RayTaskError, match="no reference model"):
+        ray.get(actors[0].compute_logprobs.remote(_batch(), reference=True))
+    ray.kill(actors[0])

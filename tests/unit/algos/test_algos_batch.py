@@ -121,3 +121,25 @@ def test_logprobs_from_logits_matches_transformers_causal_lm_loss():
     assert (-lp[:, 1:].mean()).item() == pytest.approx(out.loss.item(), rel=1e-5)
     bf = logprobs_from_logits(out.logits.bfloat16(), ids)
     assert bf.dtype == torch.float32 and (bf - lp).abs().max() < 0.1
+
+
+def test_grpo_kl_in_reward_penalises_rewards_and_recomputes_group_advantages():
+    from iquest_rl.algos.batch import grpo_kl_in_reward
+    from iquest_rl.config.algo import KLConfig
+
+    cfg = GRPOConfig(kl=KLConfig(coef=0.5, estimator="k1", in_reward=True), scale_std=False)
+    trajs = [_traj(0, [2]), _traj(0, [2]), _traj(1, [1]), _traj(1, [1])]
+    batch = build_batch(trajs, [1.0, 1.0, 0.0, 1.0], cfg)
+    assert batch.group_ids.tolist() == [0, 0, 1, 1]
+    # Reference logprobs 0.2 below the rollout's on row 0's two sampled tokens only: k1 = log π - log ref.
+    batch.ref_logprobs = batch.rollout_logprobs.clone()
+    batch.ref_logprobs[0] -= 0.2 * batch.loss_mask[0]
+    m = grpo_kl_in_reward(batch, cfg)
+    assert batch.rewards.tolist() == pytest.approx([1.0 - 0.5 * 0.4, 1.0, 0.0, 1.0])
+    # Group 0 had no signal before the penalty; now its first sample is worse than its second.
+    adv = (batch.advantages * batch.loss_mask).sum(1) / batch.loss_mask.sum(1)
+    assert adv.tolist() == pytest.approx([-0.1, 0.1, -0.5, 0.5])
+    assert m["kl/reward_penalty_mean"] == pytest.approx(0.05)
+    batch.ref_logprobs = None
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        grpo_kl_in_reward(batch, cfg)
