@@ -18,7 +18,9 @@ What it isolates (each on by default, from SandboxConfig):
     escapees; the stream read stops at the deadline even if an escapee holds stdout open. A
     command that exits normally may leave background processes running (agents start servers);
     `kill_processes()` ends them (task runtimes call it before tests), restarting the container
-    if even that cannot start (pids limit exhausted).
+    if even that cannot start (pids limit exhausted). A stream that outlives the deadline although
+    the command ended within its limit and left nothing running is an engine stall (daemon stopped
+    or overloaded): SandboxInfraError, never a timeout or a result judged on lost output.
   - output: each stream is capped while read (head and tail kept, `truncated=True`).
   - disk: /tmp is a tmpfs of bounded size (charged to the memory limit). The writable layer is
     bounded with storage_opt size when the storage driver supports it (overlay2 only on xfs with
@@ -53,7 +55,7 @@ from iquest_rl.config.sandbox import SandboxConfig
 
 from . import tario
 from .base import ExecResult, SandboxInfraError, SandboxSpec
-from .docker_exec import RawExec, killer_argv, run_exec, wrapped_argv
+from .docker_exec import RawExec, killer_argv, run_exec, tagged_argv, wait_exit, wrapped_argv
 from .engine import docker_client, engine_errors, infra_error
 from .gitdiff import DIFF_LIMIT, diff_command
 from .lifecycle import owner_labels
@@ -208,6 +210,14 @@ class DockerSandbox:
         tag = uuid.uuid4().hex
         raw = self._raw(wrapped_argv(cmd, timeout), user, workdir,
                         {**(env or {}), "IQUEST_EXEC": tag}, timeout + DEADLINE_GRACE_S, limit)
+        if raw.hit_deadline and raw.exit_code != 137 and self._ended_by_itself(raw, tag, user):
+            # The command ended by itself within its limit and nothing it started holds its output
+            # open, yet the stream never ended: the engine stalled (daemon stopped or overloaded) and
+            # the output is incomplete. Not a timeout of the command, and not a result to judge.
+            raise SandboxInfraError(
+                f"sandbox {self.name} ({self.id[:12]}): exec of {cmd[:80]!r} ended (exit status "
+                f"{raw.exit_code}) but the engine did not deliver its output within {timeout + DEADLINE_GRACE_S:.0f}s "
+                "(engine stalled); its output is lost")
         timed_out = raw.hit_deadline or (raw.exit_code == 137 and raw.duration_s >= timeout)
         if timed_out:
             self._kill_tagged(tag, user)
@@ -268,6 +278,23 @@ class DockerSandbox:
             self.api.restart(self.id, timeout=0)
         except engine_errors() as e:
             raise infra_error(f"sandbox {self.name}: restart ({why})", e) from e
+
+    def _ended_by_itself(self, raw: RawExec, tag: str, user: str) -> bool:
+        """After a deadline: did the exec end with its own status (not the timeout's kill, 137) and
+        leave no process running (no background child holding its stdout open)? A resumed engine
+        may still report the exec running for a moment, so its status is polled briefly."""
+        alive = self._raw(tagged_argv(tag), user, "/", None, 15.0, 4096)
+        if alive.stdout.text().strip() == "alive":
+            return False
+        code = raw.exit_code
+        if code is None:
+            try:
+                info = wait_exit(self.api, raw.exec_id, grace_s=5.0)
+            except engine_errors() as e:
+                raise infra_error(f"sandbox {self.name} ({self.id[:12]}): exec status after the deadline", e) from e
+            code = None if info["Running"] else info.get("ExitCode")
+        raw.exit_code = code
+        return code is not None and code != 137
 
     def _kill_tagged(self, tag: str, user: str) -> None:
         """Kill every process left by a timed-out exec (run as the same uid: no CAP_KILL here)."""

@@ -35,6 +35,12 @@ def wrapped_argv(cmd: str, timeout_s: float) -> list[str]:
     return ["/bin/sh", "-c", _WRAPPER, f"{max(timeout_s, 0.001):.3f}", cmd]  # "0" = no limit
 
 
+def tagged_argv(tag: str) -> list[str]:
+    """argv printing "alive" if any process's environment holds IQUEST_EXEC=`tag`."""
+    return ["/bin/sh", "-c", 'grep -lzxF "IQUEST_EXEC=$0" /proc/[0-9]*/environ 2>/dev/null | grep -q . && echo alive',
+            tag]
+
+
 def killer_argv(tag: str) -> list[str]:
     """argv killing every process whose environment holds IQUEST_EXEC=`tag`."""
     return ["/bin/sh", "-c", _KILLER, tag]
@@ -73,7 +79,7 @@ def run_exec(api, container_id: str, argv: list[str], *, user: str, workdir: str
         _close(sock)
     # EOF can come long before the exit (a command may close its stdout and go on): wait for the
     # exit until the deadline; still running then counts as hitting it.
-    info = _wait_exit(api, exec_id, grace_s=0.0 if hit else max(0.0, t0 + deadline_s - time.monotonic()))
+    info = wait_exit(api, exec_id, grace_s=0.0 if hit else max(0.0, t0 + deadline_s - time.monotonic()))
     hit = hit or bool(info["Running"])
     return RawExec(exec_id, None if info["Running"] else info.get("ExitCode"), int(info.get("Pid") or 0),
                    out, err, time.monotonic() - t0, hit, started_at)
@@ -134,7 +140,7 @@ def _close(sock) -> None:
             pass
 
 
-def _wait_exit(api, exec_id: str, grace_s: float) -> dict:
+def wait_exit(api, exec_id: str, grace_s: float) -> dict:
     """exec_inspect, polling briefly: the stream can end a moment before the engine records the status."""
     end = time.monotonic() + grace_s
     delay = 0.002

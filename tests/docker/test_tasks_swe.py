@@ -211,3 +211,19 @@ def test_hanging_code_is_a_failure_not_infra(labels):
             "+++ b/durations/__init__.py\n@@ -0,0 +1,2 @@\n+while True:\n+    pass\n")
     g = rt.grade(task, hang)
     assert g.outcome is Outcome.FAILED and "timed out" in g.reason, (g.reason, g.log[-800:])
+
+
+def test_daemon_stopped_mid_grading_is_infra_error(labels):
+    """The real daemon is stopped (SIGSTOP) while the tests of a gold patch run, past the harness
+    deadline: the grade is INFRA_ERROR (the test log was lost), never FAILED."""
+    from support.daemon import daemon_stopped_when
+
+    task = BY_ID["spans-1"]
+    marked = replace(task, meta={**task.meta, "eval_script": "",
+                                 "test_cmd": "sleep 0.7531; " + task.meta["test_cmd"]})
+    rt = SWERuntime(labels=labels, test_timeout_s=20, harness_slack_s=1)
+    with daemon_stopped_when("sleep 0.7531", stop_s=25.0) as stop:
+        g = rt.grade(marked, marked.meta["patch"])
+    assert "stopped_at" in stop
+    assert g.outcome is Outcome.INFRA_ERROR and "engine stalled" in g.reason, (g.outcome, g.reason, g.log[-800:])
+    assert rt.grade(marked, marked.meta["patch"]).outcome is Outcome.PASSED  # and the engine is back

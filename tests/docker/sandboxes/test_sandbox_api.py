@@ -144,3 +144,14 @@ def test_limits_are_applied_as_configured(make_sb, dclient):
     assert "no-new-privileges" in hc["SecurityOpt"] and "/tmp" in hc["Tmpfs"]
     procs = [" ".join(p) for p in dclient.api.top(sb.id)["Processes"]]
     assert any("docker-init" in p for p in procs) and any("sleep infinity" in p for p in procs), procs
+
+
+def test_daemon_stopped_mid_exec_is_an_infra_error_not_a_timeout(make_sb):
+    from support.daemon import daemon_stopped_when
+
+    sb = make_sb()
+    with daemon_stopped_when("sleep 1.3571", stop_s=6.0) as stop:
+        with pytest.raises(SandboxInfraError, match=rf"{sb.name}.*engine stalled"):
+            sb.exec("sleep 1.3571; echo done", timeout=3)
+    assert "stopped_at" in stop
+    assert sb.exec("echo ok").stdout == "ok\n"  # the container survived the daemon's pause

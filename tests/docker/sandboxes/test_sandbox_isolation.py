@@ -154,3 +154,9 @@ def test_background_children_past_the_timeout_are_all_killed(shared_sb):
     assert r.timed_out
     left = shared_sb.exec("ps -eo args | grep '[s]leep 100' || true").stdout
     assert left == "", f"survivors:\n{left}"
+
+
+def test_background_child_holding_stdout_is_a_timeout_not_an_engine_stall(shared_sb):
+    r = shared_sb.exec("sleep 1008 & echo hi", timeout=1)  # the command ends; its child keeps stdout open
+    assert r.timed_out and r.stdout == "hi\n"
+    assert shared_sb.exec("ps -eo args | grep '[s]leep 1008' || true").stdout == ""
