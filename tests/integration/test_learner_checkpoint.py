@@ -26,15 +26,6 @@ def _batch(seed: int):
                       rollout_logprobs=-7.0 * lm)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _start(tiny_model_path, group):
     from iquest_rl.actors.learner import start_learner_group
     from iquest_rl.config.algo import GRPOConfig

@@ -34,15 +34,6 @@ def _batch(n: int = 8, t: int = 14, seed: int = 0):
                       rollout_logprobs=torch.zeros(n, t)), g
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _group(ray, tiny_model_path, name, ranks, mbs, ga):
     from iquest_rl.actors.learner import start_learner_group
     from iquest_rl.config.algo import GRPOConfig

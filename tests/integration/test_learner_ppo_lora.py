@@ -22,15 +22,6 @@ def _batch():
                       rollout_logprobs=torch.zeros(n, t), rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]))
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_ppo_critic_learns_returns(ray_cluster, tiny_model_path):
     from iquest_rl.actors.learner import start_learner_group
     from iquest_rl.algos.advantages import gae

@@ -10,15 +10,6 @@ import pytest
 pytestmark = [pytest.mark.ray]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def _flaky_class(ray):
     @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
     class Flaky:
@@ -51,22 +42,22 @@ def _run(ray, workers, deadline_s=60.0):
     return _restartable(calls, revive, deadline, "test")
 
 
-def test_worker_dying_mid_call_is_restarted_and_called_again(ray_local, tmp_path, caplog):
-    Flaky = _flaky_class(ray_local)
+def test_worker_dying_mid_call_is_restarted_and_called_again(ray_cluster, tmp_path, caplog):
+    Flaky = _flaky_class(ray_cluster)
     steady = Flaky.remote(str(tmp_path / "a"), 0)
     dies_twice = Flaky.remote(str(tmp_path / "b"), 2)
     with caplog.at_level(logging.WARNING, logger="iquest_rl.phases"):
-        out = _run(ray_local, [steady, dies_twice])
+        out = _run(ray_cluster, [steady, dies_twice])
     assert out["w-0"][0] == 0 and out["w-1"][0] == 2
     assert caplog.text.count("w-1 died mid-step in phase test") == 2
     assert "w-0 died" not in caplog.text
     assert (tmp_path / "b").read_text() == "3"  # two fatal calls, then the one that answered
 
 
-def test_worker_that_keeps_dying_fails_the_phase_by_name(ray_local, tmp_path):
+def test_worker_that_keeps_dying_fails_the_phase_by_name(ray_cluster, tmp_path):
     from iquest_rl.phases import MAX_RESUBMITS
 
-    Flaky = _flaky_class(ray_local)
+    Flaky = _flaky_class(ray_cluster)
     doomed = Flaky.remote(str(tmp_path / "c"), 100)
     with pytest.raises(RuntimeError, match=rf"w-0 died {MAX_RESUBMITS + 1} times in phase test"):
-        _run(ray_local, [doomed])
+        _run(ray_cluster, [doomed])
