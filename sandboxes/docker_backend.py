@@ -49,6 +49,7 @@ import shlex
 import threading
 import time
 import uuid
+from concurrent.futures import Executor
 from typing import Callable
 
 from iquest_rl.config.sandbox import SandboxConfig
@@ -85,6 +86,8 @@ class DockerSandbox:
         self.id: str | None = None
         self.name = f"iqrl-{_slug(run_id or 'sb')}-{uuid.uuid4().hex[:10]}"
         self.closed = False
+        self.remover: Executor | None = None
+        """Where close() removes the container (a pool's background thread); None = in close()."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -148,10 +151,20 @@ class DockerSandbox:
         )
 
     def close(self) -> None:
-        """Remove the container (idempotent). A failed removal is logged; `gc` collects it later."""
+        """Remove the container (idempotent), on `remover` when set: the sandbox is unusable at once
+        and `on_close` runs once the container is gone. A failed removal is logged; `gc` collects it."""
         if self.closed:
             return
         self.closed = True
+        if self.remover is not None:
+            try:
+                self.remover.submit(self._remove_and_notify)
+                return
+            except RuntimeError:  # the remover was shut down: remove here
+                pass
+        self._remove_and_notify()
+
+    def _remove_and_notify(self) -> None:
         try:
             self._remove_quietly(log_errors=True)
         finally:

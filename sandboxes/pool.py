@@ -7,6 +7,10 @@ from an untouched one, so equivalence to a fresh container cannot be proven. Ins
 keeps `pool_size` containers per spec started and untouched ("warm"); handing one out costs a
 health check (one inspect call) instead of a start, and a used one is always removed.
 
+Off the critical path: warm starts run on up to min(pool_size, 4) threads at once; a closed docker
+sandbox is removed by a background thread; its slot is freed only once the removal is done, so the
+bound below counts it until the container is really gone. close() waits for pending removals.
+
 Bound: at most `max_concurrency` containers are alive (warm, in use or starting). A request that
 finds no slot takes a warm container of its own spec, evicts an idle warm one of another spec, or
 waits; past its timeout it raises SandboxPoolTimeout (a SandboxInfraError) saying so.
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 START_ATTEMPTS = 3
 """Tries to start one sandbox before giving up (infrastructure errors only)."""
+REFILL_THREADS = 4
+"""Warm starts running at once, at most (and at most pool_size)."""
 
 
 class SandboxPoolTimeout(SandboxInfraError):
@@ -52,6 +58,13 @@ def _key(spec: SandboxSpec) -> tuple:
             tuple(sorted(spec.labels.items())))
 
 
+def _close_now(sb: Sandbox) -> None:
+    """Close `sb` in this thread: its slot passes to the caller, so it must be gone first."""
+    if hasattr(sb, "remover"):
+        sb.remover = None
+    sb.close()
+
+
 class SandboxPool:
     """Hands out started sandboxes; `with pool.sandbox(spec) as sb:` returns the slot on exit."""
 
@@ -68,7 +81,9 @@ class SandboxPool:
         self._refilling: dict[tuple, int] = {}
         self._no_release: set[int] = set()  # ids of sandboxes whose slot passes to a caller on close
         self._closed = False
-        self._refiller = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-pool")
+        self._refiller = ThreadPoolExecutor(max_workers=max(1, min(config.pool_size, REFILL_THREADS)),
+                                            thread_name_prefix="sandbox-pool")
+        self._remover = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-remove")
 
     # -- public --------------------------------------------------------------------------------
 
@@ -88,7 +103,7 @@ class SandboxPool:
         deadline = time.monotonic() + limit
         warm, victim = self._take_slot(key, deadline, limit)
         if victim is not None:
-            victim.close()  # its slot is ours now
+            _close_now(victim)  # its slot is ours now
         if warm is not None:
             if warm.alive():
                 self.prewarm(spec)
@@ -97,7 +112,7 @@ class SandboxPool:
                         getattr(warm, "name", "?"))
             with self._cond:
                 self._no_release.add(id(warm))
-            warm.close()  # its slot is ours now
+            _close_now(warm)  # its slot is ours now
         try:
             sb = self._start(spec)
         except BaseException:
@@ -137,6 +152,7 @@ class SandboxPool:
         for sb in warm:
             sb.close()
         self._refiller.shutdown(wait=True)
+        self._remover.shutdown(wait=True)  # sandboxes closed later are removed in the caller's thread
 
     def __enter__(self) -> "SandboxPool":
         return self
@@ -191,6 +207,8 @@ class SandboxPool:
             sb = self._factory(spec, None)
             sb.start()  # a failed start removes its own container and holds no slot
             sb.on_close = self._on_close
+            if hasattr(sb, "remover"):
+                sb.remover = self._remover
             return sb
         return retry_infra(attempt, attempts=START_ATTEMPTS, what=f"start of a sandbox for {spec.image}")
 

@@ -134,3 +134,45 @@ def test_other_errors_are_not_retried():
         with pytest.raises(ValueError, match="bad spec"):
             pool.acquire(SPEC)
         assert f.calls == 1 and pool.stats()["alive"] == 0
+
+
+class _SlowRemoval(LocalSandbox):
+    """A local sandbox whose removal takes `delay` seconds and that accepts a pool's remover
+    (the attribute docker sandboxes have)."""
+
+    delay = 0.4
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.remover = None
+        self.removed_at = None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self.remover is not None:
+            self.closed = True
+            self.remover.submit(self._remove)
+            return
+        self._remove()
+
+    def _remove(self) -> None:
+        time.sleep(self.delay)
+        self.removed_at = time.monotonic()
+        self.closed = False
+        super().close()
+
+
+def test_removal_off_the_critical_path_still_bounds_containers_alive():
+    f = lambda spec, on_close: _SlowRemoval(spec, SandboxConfig(backend="local"), on_close=on_close)  # noqa: E731
+    with SandboxPool(SandboxConfig(backend="local", pool_size=0, max_concurrency=1), factory=f) as pool:
+        sb = pool.acquire(SPEC)
+        t0 = time.monotonic()
+        sb.close()
+        assert time.monotonic() - t0 < 0.2  # the caller does not wait for the removal
+        nxt = pool.acquire(SPEC, timeout=5)  # ...but the slot is free only once it is done
+        assert sb.removed_at is not None and sb.removed_at <= time.monotonic()
+        assert time.monotonic() - t0 >= _SlowRemoval.delay
+        nxt.close()
+        assert nxt.removed_at is None
+    assert nxt.removed_at is not None and pool.stats()["alive"] == 0  # pool.close() waited for it
