@@ -124,6 +124,8 @@ class VLLMEngine:
             # Read by the engine process vLLM spawns below; bounds its KV cache memory.
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(rollout.cpu_kvcache_space_gib)
         self.version = 0
+        self.last_load: dict[str, Any] = {}
+        """The worker's reply to the last bucket update (its "seconds" break the load down)."""
         self._update_checksum = ""
         self._ids = itertools.count()
         self._loop = asyncio.new_event_loop()
@@ -141,6 +143,9 @@ class VLLMEngine:
 
         self._gate, self._update_lock = asyncio.Event(), asyncio.Lock()
         self._gate.set()
+        self._inflight = 0  # requests past the gate and not finished
+        self._drained = asyncio.Event()
+        self._drained.set()
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**kw))
 
     def _run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -153,9 +158,16 @@ class VLLMEngine:
         await self._gate.wait()  # closed while weights are being replaced
         version = self.version
         final = None
-        async for out in self._engine.generate({"prompt_token_ids": list(prompt_ids)}, params,
-                                               f"r{next(self._ids)}"):
-            final = out
+        self._inflight += 1
+        self._drained.clear()
+        try:
+            async for out in self._engine.generate({"prompt_token_ids": list(prompt_ids)}, params,
+                                                   f"r{next(self._ids)}"):
+                final = out
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._drained.set()
         return final, version
 
     def generate(self, prompt_ids: list[int], sampling: SamplingConfig, max_tokens: int,
@@ -215,16 +227,35 @@ class VLLMEngine:
     async def _probe(self) -> str:
         return (await self._rpc("iquest_probe"))["checksum"]
 
+    async def _pause(self) -> None:
+        """Stop scheduling new requests, let in-flight ones finish on the current weights, clear the
+        KV and prefix caches. AsyncLLM.pause_generation does exactly this and then sleeps a fixed
+        20 ms so that drained requests' last outputs reach their callers first (vLLM: "not required
+        for correctness"); here it was the largest part of a CPU weight sync. _swap has already
+        waited for every request past the gate to finish, so that ordering is not needed: call the
+        engine core directly when this vLLM has it, else pause_generation."""
+        engine = self._engine
+        core = getattr(engine, "engine_core", None)
+        renderer = getattr(engine, "renderer", None)
+        if core is None or not hasattr(core, "pause_scheduler_async") or renderer is None:
+            await engine.pause_generation(mode="wait", clear_cache=True)
+            return
+        await renderer.clear_mm_cache_async()
+        await core.pause_scheduler_async(mode="wait", clear_cache=True)
+
     async def _swap(self, version: int, load: Any, label: str) -> None:
         """The weight-swap protocol shared by every transport: close the gate, drain in-flight
-        requests (they finish on the old weights), `await load()`, reset the prefix cache, serve
-        `version`, reopen. load() returns (ok, error); on failure the old version keeps serving."""
+        requests (every request that passed the gate finishes on the old weights, including one
+        not yet in the engine core when the gate closed), `await load()`, reset the prefix cache, serve
+        `version`, reopen. load() returns (ok, error, served): on failure the old version keeps
+        serving; served is the probe checksum of the new weights, or None to probe them here."""
         async with self._update_lock:
             self._gate.clear()
             try:
-                await self._engine.pause_generation(mode="wait", clear_cache=True)
+                await self._drained.wait()
+                await self._pause()
                 try:
-                    ok, error = await load()
+                    ok, error, served = await load()
                     await self._engine.reset_prefix_cache()
                 finally:
                     await self._engine.resume_generation()
@@ -232,17 +263,18 @@ class VLLMEngine:
                     raise WeightSyncError(f"rollout engine ({self.model_path}) kept version {self.version} "
                                           f"({label}): {error}")
                 self.version = version
-                self._served = await self._probe()
+                self._served = served if served is not None else await self._probe()
             finally:
                 self._gate.set()
 
     async def _update(self, update: WeightUpdate) -> Fingerprint:
-        async def load() -> tuple[bool, str]:
+        async def load() -> tuple[bool, str, str | None]:
             res = await self._rpc("iquest_load_update", asdict(update))
+            self.last_load = res
             if res["ok"] and update.probe and res["probe"]["checksum"] != update.probe:
                 return False, (f"after loading version {update.version} it serves probe "
-                               f"{res['probe']['checksum'][:12]}, the sender's tensors give {update.probe[:12]}")
-            return res["ok"], res["error"]
+                               f"{res['probe']['checksum'][:12]}, the sender's tensors give {update.probe[:12]}"), None
+            return res["ok"], res["error"], res.get("served")
 
         await self._swap(update.version, load, "bucket update")
         self._update_checksum = update_checksum(update.checksums)
@@ -273,11 +305,11 @@ class VLLMEngine:
             raise WeightSyncError(f"rollout engine: update version {version} is not newer than {self.version}")
         from vllm.distributed.weight_transfer.base import WeightTransferUpdateRequest
 
-        async def load() -> tuple[bool, str]:
+        async def load() -> tuple[bool, str, None]:
             await self._engine.start_weight_update()
             await self._engine.update_weights(WeightTransferUpdateRequest(update_info=update_info))
             await self._engine.finish_weight_update(str(version))
-            return True, ""
+            return True, "", None
 
         self._run(self._swap(version, load, "nccl broadcast"))
         self._update_checksum = f"nccl:v{version}"

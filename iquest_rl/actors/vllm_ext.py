@@ -7,6 +7,7 @@ Imported by vLLM in the worker by its dotted path `iquest_rl.actors.vllm_ext.Wei
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 EXTENSION_CLS = "iquest_rl.actors.vllm_ext.WeightSyncExtension"
@@ -18,39 +19,79 @@ class WeightSyncExtension:
     def iquest_load_update(self, update: dict[str, Any]) -> dict[str, Any]:
         """Verify every bucket of `update` (a WeightUpdate as dict), then reload the weights in place.
 
-        All buckets are read and checksummed BEFORE the first weight is touched, so a corrupted bucket
-        leaves the served weights unchanged. Returns {"ok", "error", "probe", "num_tensors"}; "probe"
-        covers update["probe_names"] when the sender listed them (so it compares with update["probe"]).
+        All buckets are checksummed BEFORE the first weight is touched, so a corrupted bucket leaves
+        the served weights unchanged. Returns {"ok", "error", "probe", "served", "num_tensors",
+        "seconds"}: "probe" covers update["probe_names"] when the sender listed them (so it compares
+        with update["probe"]), "served" is the checksum over every probed parameter (iquest_probe()),
+        "seconds" the time of each stage in this worker.
         """
         from iquest_rl.weight_sync.buckets import Staging, WeightSyncError, WeightUpdate, read_buckets
 
         wu = WeightUpdate(**update)
         only = wu.probe_names or None
-        # Kept across updates: reading into already-mapped memory avoids a page fault per 4 KiB. Safe
-        # because reload_weights copies into the engine's own tensors (it keeps no loaded tensor).
+        # Kept across updates: bucket files are recycled, so they are read through maps made once
+        # (no copy, no page-table fill; buckets.FileMaps). The tensors loaded are read-only views of
+        # the files; the loader copies them into the engine's own tensors (or its kernels' packed
+        # copies), and _check_no_alias below makes sure no parameter kept one (files are rewritten).
         if getattr(self, "_iquest_staging", None) is None:
             self._iquest_staging = Staging()
+        t0 = time.perf_counter()
         try:
             tensors = list(read_buckets(wu, self._iquest_staging))
         except WeightSyncError as e:
             # Returned, not raised: an exception crossing collective_rpc loses its type.
-            return {"ok": False, "error": str(e), "probe": self.iquest_probe(only), "num_tensors": 0}
+            return {"ok": False, "error": str(e), **self._probes(only), "num_tensors": 0}
+        t1 = time.perf_counter()
         # CPU linear weights are repacked at load time, so model.load_weights into the running model
         # fails; reload_weights re-runs the loader's processing on the new checkpoint-format tensors.
         self.model_runner.reload_weights(weights_iterator=iter(tensors))
-        return {"ok": True, "error": "", "probe": self.iquest_probe(only), "num_tensors": len(tensors)}
+        n = len(tensors)
+        del tensors
+        t2 = time.perf_counter()
+        error = self._check_no_alias()
+        probes = self._probes(only)
+        t3 = time.perf_counter()
+        return {"ok": not error, "error": error, **probes, "num_tensors": n,
+                "seconds": {"read_verify": t1 - t0, "reload": t2 - t1, "probe": t3 - t2}}
 
     def iquest_probe(self, only: list[str] | None = None) -> dict[str, Any]:
         """Checksum of the served probe parameters (embeddings, norms, LM head), comparable to the
         sender's `WeightUpdate.probe`; `only` restricts it to those names."""
-        from iquest_rl.weight_sync.fingerprint import probe_checksum
+        from iquest_rl.weight_sync.fingerprint import restrict
 
-        model = self.model_runner.get_model()
-        vocab = self.model_runner.model_config.get_vocab_size()
-        digest, names = probe_checksum(model.named_parameters(), vocab_size=vocab, only=only)
+        digest, names = restrict(self._probe_digests(), only)
         return {"checksum": digest, "names": names}
 
     def iquest_param_shapes(self) -> dict[str, list[int]]:
         """Served parameter names and shapes (after any repacking), for diagnostics."""
         model = self.model_runner.get_model()
         return {n: list(p.shape) for n, p in model.named_parameters()}
+
+    def _probe_digests(self) -> dict[str, str]:
+        from iquest_rl.weight_sync.fingerprint import probe_digests
+
+        model = self.model_runner.get_model()
+        return probe_digests(model.named_parameters(), vocab_size=self.model_runner.model_config.get_vocab_size())
+
+    def _probes(self, only: list[str] | None) -> dict[str, Any]:
+        """{"probe": iquest_probe(only), "served": checksum over all probed parameters}, digesting
+        each probed parameter once."""
+        from iquest_rl.weight_sync.fingerprint import restrict
+
+        digests = self._probe_digests()
+        digest, names = restrict(digests, only)
+        return {"probe": {"checksum": digest, "names": names}, "served": restrict(digests)[0]}
+
+    def _check_no_alias(self) -> str:
+        """"" unless a model parameter or buffer lies in a mapped bucket file (the loader kept a view
+        of the transport instead of copying: the weights would change when the file is rewritten)."""
+        ranges = self._iquest_staging.maps.ranges()
+        model = self.model_runner.get_model()
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.device.type != "cpu" or not t.numel():
+                continue
+            ptr = t.untyped_storage().data_ptr()
+            if any(lo <= ptr < hi for lo, hi in ranges):
+                return f"after reloading, {name} still points into a weight bucket file (not copied)"
+        return ""
+

@@ -6,20 +6,25 @@ Tensors cannot be passed as collective_rpc arguments (they arrive as lists), hen
 
 A bucket file has the safetensors layout (8-byte little-endian header length, JSON header, raw tensor
 bytes, larger elements first), so `safetensors.safe_open` reads it, but it is written and read with
-plain pwrite/preadv: each tensor's bytes go from the learner's memory into the file once, and from the file
-into the reader's reusable staging buffer once. The checksum is XXH3-128 over the whole file (header
-included, so names, shapes and the version stamp are covered), computed chunk by chunk as the bytes
-are written on the sender and as they are read on the receiver, while each chunk is still in cache.
-Files of updates no longer needed are recycled (`remove_update` -> spare pool -> next `BucketWriter`):
-rewriting an allocated tmpfs file costs a memcpy, a fresh one several (page allocation).
+shared memory maps: each tensor's bytes are copied from the learner's memory into the file once, and the
+reader hashes the file in place and hands out views of it (the engine's loader copies them into its own
+tensors). The checksum is XXH3-128 over the whole file (header included, so names, shapes and the
+version stamp are covered), computed on the sender chunk by chunk right after each chunk is copied
+(still in cache), and on the receiver over the mapped file before any tensor is handed out.
+Files of updates no longer needed are recycled (`remove_update` -> spare pool -> next `BucketWriter`),
+and both sides keep their maps of a file across updates (`FileMaps`, keyed by inode, which a rename
+keeps): rewriting or re-reading an allocated, already-mapped tmpfs file costs a memcpy or a hash pass;
+a fresh file costs page allocation, and a fresh map a page-table fill per 4 KiB (about two memcpys).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -78,15 +83,15 @@ def checksum(buf: Any) -> str:
     return CHECKSUM_PREFIX + xxhash.xxh3_128(buf).hexdigest()
 
 
-def tensor_bytes(t: Any) -> memoryview:
-    """The raw bytes of a tensor as a memoryview (no copy when it is contiguous and on the CPU)."""
+def tensor_uint8(t: Any) -> Any:
+    """The raw bytes of a tensor as a flat uint8 CPU tensor (a view when it is contiguous on the CPU)."""
     import torch
 
     t = t.detach()
     if t.device.type != "cpu":
         t = t.to("cpu")
     t = t.contiguous()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    return t.reshape(-1).view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
 
 
 def bucket_layout(named: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -146,21 +151,26 @@ class BucketWriter:
         size = len(header) + sum(t.numel() * t.element_size() for _, t in named)
         path = self.dir / f"bucket_{len(self.paths):05d}.safetensors"
         self._open_target(path, size)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if os.fstat(fd).st_size != size:
+                os.ftruncate(fd, size)  # a new file, or a recycled one of another size
+            buf = WRITE_MAPS.view(fd, size, writable=True)
+        finally:
+            os.close(fd)
+        buf[:len(header)].numpy()[:] = memoryview(header)
         h = xxhash.xxh3_128(header)
-        with open(path, "r+b", buffering=0) as f:
-            fd = f.fileno()
-            _pwrite_all(fd, memoryview(header), 0)
-            offset = len(header)
-            for name, t in bucket_layout(named):
-                data = tensor_bytes(t)
-                for i in range(0, len(data), CHUNK):
-                    chunk = data[i:i + CHUNK]
-                    h.update(chunk)
-                    _pwrite_all(fd, chunk, offset + i)
-                offset += len(data)
-                if is_probed(name):
-                    self.probe[name] = tensor_digest(name, t)
-            os.ftruncate(fd, size)  # a recycled file may have been longer
+        offset = len(header)
+        for name, t in bucket_layout(named):
+            data = tensor_uint8(t)
+            n = data.numel()
+            for i in range(0, n, CHUNK):
+                dst = buf[offset + i:offset + min(i + CHUNK, n)]
+                dst.copy_(data[i:i + CHUNK])
+                h.update(dst.numpy())  # what the file now holds, while it is in cache
+            offset += n
+            if is_probed(name):
+                self.probe[name] = tensor_digest(name, t)
         self.paths.append(str(path))
         self.checksums.append(CHECKSUM_PREFIX + h.hexdigest())
         self.names.append([n for n, _ in named])
@@ -175,6 +185,7 @@ class BucketWriter:
         for spare in self._spares:
             spare.unlink(missing_ok=True)
         self._spares = []
+        WRITE_MAPS.prune()
         return WeightUpdate(version=self.version, bucket_paths=self.paths, checksums=self.checksums,
                             names=self.names, probe=combine(self.probe) if self.probe else "",
                             probe_names=sorted(self.probe), sizes=self.sizes)
@@ -209,33 +220,101 @@ def write_buckets(named: Iterable[tuple[str, Any]], out_dir: str | Path, version
     return writer.finish()
 
 
-class Staging:
-    """Reusable receive buffers, one per bucket index, grown as needed; a reader that keeps one across
-    updates copies into memory that is already mapped (a fresh buffer costs a page fault per 4 KiB)."""
+class FileMaps:
+    """Shared memory maps of bucket files kept across updates, keyed by (device, inode).
+
+    A recycled bucket file keeps its inode through `remove_update` and the next writer's rename, so
+    the map made for it once serves every later update written into it: reading or writing it then
+    touches memory that is already mapped (a fresh map costs a page-table fill per 4 KiB, about two
+    memcpys of the file). While a map is held its inode cannot be reused, so the key is unambiguous.
+    A map is made again when the file's size changed; `prune` drops the maps of deleted files (they
+    hold the file's memory until then). Views handed out stay valid while anyone holds them. A file
+    must not be truncated while it is read through a map (that faults): bucket files are rewritten
+    only after their update is retired (`remove_update`), when no reader uses them any more.
+    """
 
     def __init__(self) -> None:
-        self.buffers: list[Any] = []
+        self.entries: dict[tuple[int, int], tuple[int, Any, Any, bool]] = {}
+        """(st_dev, st_ino) -> (a duplicate fd of the file, the mmap, a uint8 tensor over all of it, writable)."""
 
-    def get(self, index: int, size: int) -> Any:
+    def view(self, fd: int, size: int, writable: bool = False) -> Any:
+        """A uint8 tensor over the whole file behind `fd` (`size` bytes, checked by the caller)."""
         import torch
 
-        while len(self.buffers) <= index:
-            self.buffers.append(torch.empty(0, dtype=torch.uint8))
-        if self.buffers[index].numel() < size:
-            self.buffers[index] = torch.empty(size, dtype=torch.uint8)
-        return self.buffers[index][:size]
+        if size == 0:
+            return torch.empty(0, dtype=torch.uint8)
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino)
+        entry = self.entries.get(key)
+        if entry is not None and entry[2].numel() == size and entry[3] >= writable:
+            return entry[2]
+        self._drop(key)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        mm = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=prot)
+        with warnings.catch_warnings():
+            # A read-only map: tensors over it must not be written to (a write would fault).
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.frombuffer(mm, dtype=torch.uint8)
+        self.entries[key] = (os.dup(fd), mm, tensor, writable)
+        return tensor
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """[start, end) addresses of the mapped files (to check that nobody kept a view)."""
+        return [(t.data_ptr(), t.data_ptr() + t.numel()) for _, _, t, _ in self.entries.values()]
+
+    def prune(self) -> None:
+        """Drop the maps of files that were deleted (so their memory is released)."""
+        for key, (fd, *_) in list(self.entries.items()):
+            try:
+                gone = os.fstat(fd).st_nlink == 0
+            except OSError:
+                gone = True
+            if gone:
+                self._drop(key)
+
+    def clear(self) -> None:
+        for key in list(self.entries):
+            self._drop(key)
+
+    def __del__(self) -> None:
+        try:
+            self.clear()
+        except Exception:  # interpreter shutdown: os may be gone
+            pass
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            os.close(entry[0])  # the map itself goes when its last view does
+
+
+WRITE_MAPS = FileMaps()
+"""The writer's maps (one learner process writes every update of its run)."""
+
+
+class Staging:
+    """A reader's state kept across updates: the maps of the bucket files it has read (`FileMaps`).
+
+    Bucket files are recycled, so a reader that keeps one Staging re-reads files that are already
+    mapped: verifying a bucket is then one hash pass over it, with no copy and no page-table fill.
+    """
+
+    def __init__(self) -> None:
+        self.maps = FileMaps()
 
 
 def read_buckets(update: WeightUpdate, staging: Staging | None = None) -> Iterator[tuple[str, Any]]:
     """Yield (name, tensor) from each bucket after verifying its checksum; WeightSyncError if not.
 
-    The tensors are views into `staging` (valid until it is reused); verify everything before loading
-    any of it by materialising the iterator (`list(read_buckets(...))`).
+    The tensors are read-only views of the bucket files (mapped in `staging`): copy them before the
+    update is retired (its files are then rewritten), and never write to them. Verify everything
+    before loading any of it by materialising the iterator (`list(read_buckets(...))`).
     """
     staging = staging or Staging()
+    staging.maps.prune()
     sizes = update.sizes or [None] * len(update.bucket_paths)
-    for i, (path, want, size) in enumerate(zip(update.bucket_paths, update.checksums, sizes, strict=True)):
-        buf, got = _read_file(path, update.version, staging, i, size)
+    for path, want, size in zip(update.bucket_paths, update.checksums, sizes, strict=True):
+        buf, got = _read_file(path, update.version, staging.maps, size)
         if got != want:
             raise WeightSyncError(
                 f"weight bucket {path} (version {update.version}) failed its checksum: "
@@ -244,32 +323,24 @@ def read_buckets(update: WeightUpdate, staging: Staging | None = None) -> Iterat
         yield from _parse(buf, path, update.version)
 
 
-def _read_file(path: str, version: int, staging: Staging, index: int, want_size: int | None) -> tuple[Any, str]:
-    """(the file's bytes in staging, their checksum), hashing each chunk right after reading it."""
-    import xxhash
-
+def _read_file(path: str, version: int, maps: FileMaps, want_size: int | None) -> tuple[Any, str]:
+    """(the mapped file as a uint8 tensor, its checksum). The size is checked before the map is
+    touched, so a truncated file is reported, not read past its end."""
     def unreadable(why: str) -> WeightSyncError:
         return WeightSyncError(f"weight bucket {path} (version {version}) is unreadable: {why}")
 
     try:
-        with open(path, "rb", buffering=0) as f:
-            fd = f.fileno()
+        fd = os.open(path, os.O_RDONLY)
+        try:
             size = os.fstat(fd).st_size
             if want_size is not None and size != want_size:
                 raise unreadable(f"{size} bytes, {want_size} were written (truncated or overwritten)")
-            buf = staging.get(index, size)
-            view = memoryview(buf.numpy())
-            h = xxhash.xxh3_128()
-            got = 0
-            while got < size:
-                n = os.preadv(fd, [view[got:got + CHUNK]], got)
-                if not n:
-                    raise unreadable(f"read {got} of {size} bytes")
-                h.update(view[got:got + n])
-                got += n
+            buf = maps.view(fd, size)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise unreadable(str(e)) from e
-    return buf, CHECKSUM_PREFIX + h.hexdigest()
+    return buf, checksum(buf.numpy() if buf.numel() else b"")
 
 
 def _parse(buf: Any, path: str, version: int) -> list[tuple[str, Any]]:
@@ -332,10 +403,3 @@ def _size(p: Path) -> int:
         return p.stat().st_size
     except FileNotFoundError:
         return -1
-
-
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
-    data = data.cast("B") if data.format != "B" else data
-    done = 0
-    while done < len(data):
-        done += os.pwrite(fd, data[done:], offset + done)

