@@ -3,9 +3,13 @@
 Both sides train the tiny model on the same pre-tokenized rows (the ones `iquest-rl sft` rendered from
 builtin:toy_messages), with the same micro-batch, steps and learning rate, one process each, in this
 run. Throughput is input tokens / trainer train_runtime (model load and process start excluded).
-Ours runs DeepSpeed ZeRO-3 (1 rank) as configured; the peer is TRL's default (no DeepSpeed).
+Ours runs DeepSpeed ZeRO-3 (1 rank) as configured. Two peers, plain TRL SFTTrainer scripts:
+  trl:       the same DeepSpeed ZeRO-3 config passed to TRL by hand (what a TRL user would run), so
+             vs_trl_ratio = ours / trl measures what iquest-rl's layer costs (goal >= 0.95);
+  trl_no_ds: TRL's default without DeepSpeed. On a 1M-parameter model ZeRO-3's per-module gather
+             hooks dominate a step, so vs_trl_no_ds_ratio shows ZeRO-3's own price, not ours.
 
-    python bench/sft.py [--quick]      # prints ONE JSON object; vs_trl_ratio = ours / trl (goal >= 0.95)
+    python bench/sft.py [--quick]      # prints ONE JSON object
 """
 
 from __future__ import annotations
@@ -22,31 +26,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_ours(tmp: Path, steps: int, mbs: int) -> dict:
+def run_ours(tmp: Path, steps: int, mbs: int, name: str = "ours") -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "iquest_rl.sft.launch", "--quiet", f"output_dir={tmp}", "name=ours",
+    cmd = [sys.executable, "-m", "iquest_rl.sft.launch", "--quiet", f"output_dir={tmp}", f"name={name}",
            "num_ranks=1", f"max_steps={steps}", f"micro_batch_size={mbs}", "val_fraction=0", "lr=1e-3",
            "max_seq_len=512"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"iquest-rl sft failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    final = [json.loads(x) for x in (tmp / "ours" / "metrics.jsonl").read_text().splitlines()][-1]
+    final = [json.loads(x) for x in (tmp / name / "metrics.jsonl").read_text().splitlines()][-1]
     return {"tokens": final["num_input_tokens_seen"], "train_runtime_s": final["train_runtime"],
             "tokens_per_s": final["num_input_tokens_seen"] / final["train_runtime"]}
 
 
-def run_trl(data: Path, out: Path, steps: int, mbs: int) -> dict:
+def run_trl(data: Path, out: Path, steps: int, mbs: int, deepspeed: bool) -> dict:
     """Plain TRL SFTTrainer, in a fresh process (like ours), on the same pre-tokenized rows."""
+    import socket
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))  # what the launcher gives one rank
-    p = subprocess.run([sys.executable, __file__, "--peer", str(data), str(out), str(steps), str(mbs)],
-                       env=env, capture_output=True, text=True)
+    if deepspeed:  # a one-process distributed group, as a launcher would set it up
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   DS_ACCELERATOR="cpu")
+    p = subprocess.run([sys.executable, __file__, "--peer", str(data), str(out), str(steps), str(mbs),
+                        "ds" if deepspeed else "no_ds"], env=env, capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"TRL peer failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def peer_main(data: str, out: str, steps: int, mbs: int) -> None:
+def peer_main(data: str, out: str, steps: int, mbs: int, deepspeed: bool) -> None:
     import datasets
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -55,13 +67,18 @@ def peer_main(data: str, out: str, steps: int, mbs: int) -> None:
 
     path = resolve_model_path("tiny:llama-tiny")
     rows = [json.loads(x) for x in Path(data).read_text().splitlines()]
+    ds_config = None
+    if deepspeed:  # the ZeRO-3 dict `iquest-rl sft` generates; a TRL user would write it as JSON
+        from iquest_rl.sft.deepspeed_config import deepspeed_config
+
+        ds_config = deepspeed_config(3, bf16=False)
     ds = datasets.Dataset.from_list([{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
                                      for r in rows])
     args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=mbs, learning_rate=1e-3,
                      max_length=512, use_cpu=True, report_to="none", disable_tqdm=True, logging_steps=1,
                      save_strategy="no", include_num_input_tokens_seen="non_padding", seed=0, data_seed=0,
                      # TRL 1.16 defaults to bf16 autocast and gradient checkpointing; match ours (fp32 on CPU, off).
-                     bf16=False, gradient_checkpointing=False)
+                     bf16=False, gradient_checkpointing=False, deepspeed=ds_config)
     trainer = SFTTrainer(model=path, args=args, train_dataset=ds, processing_class=AutoTokenizer.from_pretrained(path))
     m = trainer.train().metrics
     tokens = trainer.state.num_input_tokens_seen
@@ -72,24 +89,33 @@ def peer_main(data: str, out: str, steps: int, mbs: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="few steps (CI: proves it works, not a timing)")
-    ap.add_argument("--peer", nargs=4, help=argparse.SUPPRESS)
+    ap.add_argument("--peer", nargs=5, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.peer:
-        return peer_main(a.peer[0], a.peer[1], int(a.peer[2]), int(a.peer[3]))
-    steps, mbs = (4, 4) if a.quick else (40, 8)
+        return peer_main(a.peer[0], a.peer[1], int(a.peer[2]), int(a.peer[3]), a.peer[4] == "ds")
+    steps, mbs, rounds = (4, 4, 1) if a.quick else (40, 8, 3)
+    runs: dict[str, list[dict]] = {"ours": [], "trl": [], "trl_no_ds": []}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        ours = run_ours(tmp, steps, mbs)
-        trl = run_trl(tmp / "ours" / "data" / "train.jsonl", tmp / "trl", steps, mbs)
+        for r in range(rounds):  # rounds of (ours, trl, trl_no_ds): drifting load hits all three alike
+            runs["ours"].append(run_ours(tmp, steps, mbs, name=f"ours{r}"))
+            data = tmp / "ours0" / "data" / "train.jsonl"
+            runs["trl"].append(run_trl(data, tmp / f"trl{r}", steps, mbs, deepspeed=True))
+            runs["trl_no_ds"].append(run_trl(data, tmp / f"trl_no_ds{r}", steps, mbs, deepspeed=False))
+    # Each side's median run by tokens/s.
+    ours, trl, trl_no_ds = (sorted(v, key=lambda x: x["tokens_per_s"])[len(v) // 2] for v in runs.values())
     import torch
     import trl as trl_pkg
 
     print(json.dumps({
         "vs_trl_ratio": ours["tokens_per_s"] / trl["tokens_per_s"],
+        "vs_trl_no_ds_ratio": ours["tokens_per_s"] / trl_no_ds["tokens_per_s"],
         "ours_tokens_per_s": ours["tokens_per_s"], "trl_tokens_per_s": trl["tokens_per_s"],
-        "ours": ours, "trl": trl, "steps": steps, "micro_batch_size": mbs, "quick": a.quick,
+        "ours": ours, "trl": trl, "trl_no_ds": trl_no_ds, "rounds": rounds, "steps": steps,
+        "tokens_per_s_all": {k: [round(x["tokens_per_s"], 1) for x in v] for k, v in runs.items()}, "micro_batch_size": mbs, "quick": a.quick,
         "model": "tiny:llama-tiny", "data": "builtin:toy_messages (instruct)",
-        "ours_setup": "iquest-rl sft, DeepSpeed ZeRO-3, 1 rank", "trl_setup": "TRL SFTTrainer, no DeepSpeed",
+        "ours_setup": "iquest-rl sft, DeepSpeed ZeRO-3, 1 rank", "trl_setup": "TRL SFTTrainer, the same DeepSpeed ZeRO-3 config, 1 process",
+        "trl_no_ds_setup": "TRL SFTTrainer, no DeepSpeed",
         "machine": {"cpus": os.cpu_count(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "python": platform.python_version(), "versions": {"torch": torch.__version__,
                                                                       "trl": trl_pkg.__version__}},

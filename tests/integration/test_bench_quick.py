@@ -19,7 +19,7 @@ RATIOS = {
     "rollout": ("vs_raw_vllm_ratio",),
     "learner": ("sync_vs_memcpy_ratio",),
     "grpo_step": ("vs_trl_ratio", "async_vs_max_phase_ratio"),
-    "sft": ("vs_trl_ratio",),
+    "sft": ("vs_trl_ratio", "vs_trl_no_ds_ratio"),
 }
 
 
