@@ -125,14 +125,14 @@ def _time_memcpy(state: dict, repeats: int) -> float:
 
 
 def _time_read_verify(worker, root: str, repeats: int) -> list[float]:
-    """Receiver side without the engine: verify every bucket's checksum (through maps kept in staging)."""
-    from iquest_rl.weight_sync.buckets import Staging, read_buckets, remove_update
+    """Receiver side without the engine: verify every bucket's checksum (through FileMaps kept across updates)."""
+    from iquest_rl.weight_sync.buckets import FileMaps, read_buckets, remove_update
 
     out = worker.export_weights(100, root)
-    staging, times = Staging(), []
+    maps, times = FileMaps(), []
     for i in range(repeats + 1):
         t0 = time.perf_counter()
-        n = len(list(read_buckets(out["update"], staging)))
+        n = len(list(read_buckets(out["update"], maps)))
         if i:
             times.append(time.perf_counter() - t0)
     assert n > 0

@@ -49,31 +49,32 @@ def _get(refs: list[Any], deadline: float, phase: str) -> list[Any]:
     return ray.get(refs)
 
 
-def _restartable(calls: dict[str, Callable[[], Any]], revive: dict[str, Callable[[], None]], deadline: float,
-                 phase: str) -> dict[str, Any]:
-    """Run calls[name]() on every worker at once and return name -> result. A worker that dies is
-    revived (wait for Ray's restart, restore its state) and called again, MAX_RESUBMITS times at most."""
+def _restartable(actors: list[Any], role: str, call: Callable[[int, Any], Any], revive: Callable[[int, Any], None],
+                 deadline: float, phase: str) -> dict[int, Any]:
+    """Run call(i, actors[i]) on every actor at once and return i -> result. An actor that dies
+    (`<role>-<i>` in the log) is revived — wait for Ray's restart, restore its state — and called
+    again, MAX_RESUBMITS times at most."""
     from ray.exceptions import RayActorError
 
-    results: dict[str, Any] = {}
-    attempts = dict.fromkeys(calls, 0)
-    while len(results) < len(calls):
-        refs = {name: call() for name, call in calls.items() if name not in results}
-        for name, ref in refs.items():
+    results: dict[int, Any] = {}
+    attempts = dict.fromkeys(range(len(actors)), 0)
+    while len(results) < len(actors):
+        refs = {i: call(i, a) for i, a in enumerate(actors) if i not in results}
+        for i, ref in refs.items():
             try:
-                results[name] = _get([ref], deadline, phase)[0]
+                results[i] = _get([ref], deadline, phase)[0]
             except RayActorError as e:
-                attempts[name] += 1
-                if attempts[name] > MAX_RESUBMITS:
-                    raise RuntimeError(f"{name} died {attempts[name]} times in phase {phase}; last error: {e}") from e
-                log.warning("%s died mid-step in phase %s (%s); calling it again once it is back",
-                            name, phase, type(e).__name__)
-                revive[name]()
+                attempts[i] += 1
+                if attempts[i] > MAX_RESUBMITS:
+                    raise RuntimeError(f"{role}-{i} died {attempts[i]} times in phase {phase}; last error: {e}") from e
+                log.warning("%s-%d died mid-step in phase %s (%s); calling it again once it is back",
+                            role, i, phase, type(e).__name__)
+                revive(i, actors[i])
     return results
 
 
 def _wait_alive(ping: Callable[[], Any], deadline: float, name: str) -> Any:
-    """ping()'s result once the (restarting) actor answers; RayActorError past the deadline."""
+    """ping()'s result once the (restarting) actor answers; PhaseTimeout past the deadline."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError
 
@@ -93,20 +94,14 @@ def generate(cluster: Cluster, tasks: list[Task], n: int, seed: int, weights: We
     workers = cluster.rollouts
     for worker in workers:  # a worker Ray restarted between steps would otherwise serve its initial weights
         ensure_weights(worker, weights, deadline)
-    chunks = dict(enumerate(_chunks(tasks, len(workers))))
-
-    def call(w: int) -> Callable[[], Any]:
-        return lambda: workers[w].rollout.remote([tasks[i] for i in chunks[w]], n, seed + 7919 * w)
-
-    def revive(w: int) -> Callable[[], None]:
-        return lambda: ensure_weights(workers[w], weights, deadline)
-
-    results = _restartable({f"rollout-{w}": call(w) for w in chunks}, {f"rollout-{w}": revive(w) for w in chunks},
-                           deadline, "generate")
+    chunks = _chunks(tasks, len(workers))
+    results = _restartable(workers[:len(chunks)], "rollout",
+                           lambda w, a: a.rollout.remote([tasks[i] for i in chunks[w]], n, seed + 7919 * w),
+                           lambda w, a: ensure_weights(a, weights, deadline), deadline, "generate")
     out: list[Trajectory] = []
-    for w in sorted(chunks):
-        for traj in results[f"rollout-{w}"]:
-            traj.group_id = chunks[w][traj.group_id]
+    for w, chunk in enumerate(chunks):
+        for traj in results[w]:
+            traj.group_id = chunk[traj.group_id]
             out.append(traj)
     out.sort(key=lambda t: t.group_id)  # stable: sample order within a group is kept
     return out
@@ -138,20 +133,13 @@ def score(cluster: Cluster, tasks: list[Task], trajs: list[Trajectory], timeout_
     """One RewardResult per trajectory (infrastructure errors included, never as 0)."""
     deadline = time.monotonic() + timeout_s
     items = [(tasks[t.group_id], t) for t in trajs]
-    chunks = dict(enumerate(_chunks(items, len(cluster.rewards))))
-    workers = cluster.rewards
-
-    def call(w: int) -> Callable[[], Any]:
-        return lambda: workers[w].score.remote([items[i] for i in chunks[w]])
-
-    def revive(w: int) -> Callable[[], None]:
-        return lambda: _wait_alive(workers[w].ping.remote, deadline, f"reward-{w}")
-
-    results = _restartable({f"reward-{w}": call(w) for w in chunks}, {f"reward-{w}": revive(w) for w in chunks},
-                           deadline, "reward")
+    chunks = _chunks(items, len(cluster.rewards))
+    results = _restartable(cluster.rewards[:len(chunks)], "reward",
+                           lambda w, a: a.score.remote([items[i] for i in chunks[w]]),
+                           lambda w, a: _wait_alive(a.ping.remote, deadline, f"reward-{w}"), deadline, "reward")
     out: list[RewardResult | None] = [None] * len(items)
-    for w, idx in chunks.items():
-        for i, r in zip(idx, results[f"reward-{w}"]):
+    for w, idx in enumerate(chunks):
+        for i, r in zip(idx, results[w]):
             out[i] = r
     return out  # type: ignore[return-value]
 
@@ -210,17 +198,9 @@ def sync(cluster: Cluster, weights: WeightState, version: int, timeout_s: float)
     t0 = time.monotonic()
     out = _get([a.export_weights.remote(version) for a in cluster.learners], deadline, "sync")[0]
     update = out["update"]
-    workers = dict(enumerate(cluster.rollouts))
-
-    def call(w: int) -> Callable[[], Any]:
-        return lambda: workers[w].update_weights.remote(update)
-
-    def revive(w: int) -> Callable[[], None]:
-        return lambda: _wait_alive(workers[w].version.remote, deadline, f"rollout-{w}")
-
-    fps = _restartable({f"rollout-{w}": call(w) for w in workers}, {f"rollout-{w}": revive(w) for w in workers},
-                       deadline, "sync")
-    check_fingerprints(update, [fps[f"rollout-{w}"] for w in workers])
+    fps = _restartable(cluster.rollouts, "rollout", lambda w, a: a.update_weights.remote(update),
+                       lambda w, a: _wait_alive(a.version.remote, deadline, f"rollout-{w}"), deadline, "sync")
+    check_fingerprints(update, [fps[w] for w in range(len(cluster.rollouts))])
     if weights.update is not None:
         remove_update(weights.update)
     weights.version, weights.update = version, update

@@ -288,7 +288,7 @@ class LearnerWorker:
         from iquest_rl.algos.batch import logprobs_from_logits
         from iquest_rl.algos.losses import entropy_from_logits
 
-        engine = engine or self.engine
+        engine = self.engine if engine is None else engine
         device = engine.device
         if mb.rows:
             ids = b.input_ids[mb.rows, : mb.seq_len].to(device)

@@ -25,7 +25,7 @@ class WeightSyncExtension:
         with update["probe"]), "served" is the checksum over every probed parameter (iquest_probe()),
         "seconds" the time of each stage in this worker.
         """
-        from iquest_rl.weight_sync.buckets import Staging, WeightSyncError, WeightUpdate, read_buckets
+        from iquest_rl.weight_sync.buckets import FileMaps, WeightSyncError, WeightUpdate, read_buckets
 
         wu = WeightUpdate(**update)
         only = wu.probe_names or None
@@ -33,11 +33,11 @@ class WeightSyncExtension:
         # (no copy, no page-table fill; buckets.FileMaps). The tensors loaded are read-only views of
         # the files; the loader copies them into the engine's own tensors (or its kernels' packed
         # copies), and _check_no_alias below makes sure no parameter kept one (files are rewritten).
-        if getattr(self, "_iquest_staging", None) is None:
-            self._iquest_staging = Staging()
+        if getattr(self, "_iquest_maps", None) is None:
+            self._iquest_maps = FileMaps()
         t0 = time.perf_counter()
         try:
-            tensors = list(read_buckets(wu, self._iquest_staging))
+            tensors = list(read_buckets(wu, self._iquest_maps))
         except WeightSyncError as e:
             # Returned, not raised: an exception crossing collective_rpc loses its type.
             return {"ok": False, "error": str(e), **self._probes(only), "num_tensors": 0}
@@ -57,10 +57,7 @@ class WeightSyncExtension:
     def iquest_probe(self, only: list[str] | None = None) -> dict[str, Any]:
         """Checksum of the served probe parameters (embeddings, norms, LM head), comparable to the
         sender's `WeightUpdate.probe`; `only` restricts it to those names."""
-        from iquest_rl.weight_sync.fingerprint import restrict
-
-        digest, names = restrict(self._probe_digests(), only)
-        return {"checksum": digest, "names": names}
+        return self._probes(only)["probe"]
 
     def iquest_param_shapes(self) -> dict[str, list[int]]:
         """Served parameter names and shapes (after any repacking), for diagnostics."""
@@ -85,7 +82,7 @@ class WeightSyncExtension:
     def _check_no_alias(self) -> str:
         """"" unless a model parameter or buffer lies in a mapped bucket file (the loader kept a view
         of the transport instead of copying: the weights would change when the file is rewritten)."""
-        ranges = self._iquest_staging.maps.ranges()
+        ranges = self._iquest_maps.ranges()
         model = self.model_runner.get_model()
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
             if t.device.type != "cpu" or not t.numel():

@@ -292,29 +292,19 @@ WRITE_MAPS = FileMaps()
 """The writer's maps (one learner process writes every update of its run)."""
 
 
-class Staging:
-    """A reader's state kept across updates: the maps of the bucket files it has read (`FileMaps`).
-
-    Bucket files are recycled, so a reader that keeps one Staging re-reads files that are already
-    mapped: verifying a bucket is then one hash pass over it, with no copy and no page-table fill.
-    """
-
-    def __init__(self) -> None:
-        self.maps = FileMaps()
-
-
-def read_buckets(update: WeightUpdate, staging: Staging | None = None) -> Iterator[tuple[str, Any]]:
+def read_buckets(update: WeightUpdate, maps: FileMaps | None = None) -> Iterator[tuple[str, Any]]:
     """Yield (name, tensor) from each bucket after verifying its checksum; WeightSyncError if not.
 
-    The tensors are read-only views of the bucket files (mapped in `staging`): copy them before the
+    The tensors are read-only views of the bucket files (mapped in `maps`; a reader that keeps one
+    FileMaps across updates re-reads recycled files through maps it already has): copy them before the
     update is retired (its files are then rewritten), and never write to them. Verify everything
     before loading any of it by materialising the iterator (`list(read_buckets(...))`).
     """
-    staging = staging or Staging()
-    staging.maps.prune()
+    maps = maps if maps is not None else FileMaps()
+    maps.prune()
     sizes = update.sizes or [None] * len(update.bucket_paths)
     for path, want, size in zip(update.bucket_paths, update.checksums, sizes, strict=True):
-        buf, got = _read_file(path, update.version, staging.maps, size)
+        buf, got = _read_file(path, update.version, maps, size)
         if got != want:
             raise WeightSyncError(
                 f"weight bucket {path} (version {update.version}) failed its checksum: "

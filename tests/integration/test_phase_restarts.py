@@ -37,9 +37,8 @@ def _run(ray, workers, deadline_s=60.0):
     from iquest_rl.phases import _restartable, _wait_alive
 
     deadline = time.monotonic() + deadline_s
-    calls = {f"w-{i}": (lambda w=w, i=i: w.work.remote(i)) for i, w in enumerate(workers)}
-    revive = {f"w-{i}": (lambda w=w, i=i: _wait_alive(w.ping.remote, deadline, f"w-{i}")) for i, w in enumerate(workers)}
-    return _restartable(calls, revive, deadline, "test")
+    return _restartable(workers, "w", lambda i, a: a.work.remote(i),
+                        lambda i, a: _wait_alive(a.ping.remote, deadline, f"w-{i}"), deadline, "test")
 
 
 def test_worker_dying_mid_call_is_restarted_and_called_again(ray_cluster, tmp_path, caplog):
@@ -48,7 +47,7 @@ def test_worker_dying_mid_call_is_restarted_and_called_again(ray_cluster, tmp_pa
     dies_twice = Flaky.remote(str(tmp_path / "b"), 2)
     with caplog.at_level(logging.WARNING, logger="iquest_rl.phases"):
         out = _run(ray_cluster, [steady, dies_twice])
-    assert out["w-0"][0] == 0 and out["w-1"][0] == 2
+    assert out[0][0] == 0 and out[1][0] == 2
     assert caplog.text.count("w-1 died mid-step in phase test") == 2
     assert "w-0 died" not in caplog.text
     assert (tmp_path / "b").read_text() == "3"  # two fatal calls, then the one that answered

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from iquest_rl.weight_sync.buckets import (  # noqa: E402
     SPARE_DIR,
-    Staging,
+    FileMaps,
     WeightSyncError,
     checksum,
     clear_spares,
@@ -165,11 +165,11 @@ def test_no_tensor_is_handed_out_before_every_bucket_is_verified(tmp_path):
     assert loaded == []
 
 
-def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
-    staging = Staging()
+def test_retired_files_are_recycled_and_their_maps_reused(tmp_path):
+    reader = FileMaps()
     v1 = write_buckets(_tensors(0), tmp_path, version=1, bucket_bytes=600)
-    got1 = [t.clone() for _, t in read_buckets(v1, staging)]
-    maps = sorted(staging.maps.ranges())
+    got1 = [t.clone() for _, t in read_buckets(v1, reader)]
+    maps = sorted(reader.ranges())
     assert len(maps) == len(v1.bucket_paths)
     inodes = {os.stat(p).st_ino for p in v1.bucket_paths}
     remove_update(v1)
@@ -179,8 +179,8 @@ def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
     v2 = write_buckets(_tensors(1), tmp_path, version=2, bucket_bytes=600)
     assert {os.stat(p).st_ino for p in v2.bucket_paths} == inodes  # same files, rewritten
     assert list((tmp_path / SPARE_DIR).iterdir()) == []
-    got2 = list(read_buckets(v2, staging))
-    assert sorted(staging.maps.ranges()) == maps  # read through the maps made for v1's files
+    got2 = list(read_buckets(v2, reader))
+    assert sorted(reader.ranges()) == maps  # read through the maps made for v1's files
     for (n, want), (_, t) in zip(_tensors(1), got2):
         assert torch.equal(t, want), n
     assert not all(torch.equal(a, b) for a, (_, b) in zip(got1, got2))
@@ -198,23 +198,23 @@ def test_retired_files_are_recycled_and_staging_is_reused(tmp_path):
 def test_a_reader_that_kept_its_maps_sees_later_corruption_and_truncation(tmp_path):
     """Maps are kept across updates (keyed by inode): a file changed or truncated after it was mapped
     is still checked against its sent checksum and size, so nothing stale or past the end is read."""
-    staging = Staging()
+    reader = FileMaps()
     update = write_buckets(_tensors(), tmp_path, version=1, bucket_bytes=1 << 20)
-    assert len(list(read_buckets(update, staging))) == len(_tensors())
+    assert len(list(read_buckets(update, reader))) == len(_tensors())
     path = update.bucket_paths[0]
     clean = open(path, "rb").read()
     with open(path, "r+b") as f:  # in place: same inode, same size, one byte flipped
         f.seek(len(clean) - 3)
         f.write(bytes([clean[-3] ^ 0x10]))
     with pytest.raises(WeightSyncError, match="checksum"):
-        list(read_buckets(update, staging))
+        list(read_buckets(update, reader))
     with open(path, "r+b") as f:
         f.truncate(len(clean) // 2)
     with pytest.raises(WeightSyncError, match="unreadable"):
-        list(read_buckets(update, staging))
+        list(read_buckets(update, reader))
     with open(path, "r+b") as f:
         f.truncate(0)
         f.write(clean)
-    got = list(read_buckets(update, staging))
+    got = list(read_buckets(update, reader))
     for (n, want), (_, t) in zip(_tensors(), got):
         assert torch.equal(t, want), n
