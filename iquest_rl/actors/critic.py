@@ -40,6 +40,7 @@ class Critic:
         """(b,t) values of the whole batch (each rank scores its shard; `gather` sums over ranks)."""
         import torch
 
+        from .engines import release_prefetched
         from .learner import _as_tensors
 
         b = _as_tensors(batch)
@@ -51,6 +52,7 @@ class Critic:
                     v = self._values(b, mb)
                     if mb.rows:
                         out[mb.rows, : mb.seq_len] = v.float().cpu()
+        release_prefetched(self.engine)
         return gather(out) * b.loss_mask
 
     def train_step(self, batch: Any, steps: list, all_reduce, gather) -> dict[str, float]:
@@ -59,7 +61,7 @@ class Critic:
 
         from iquest_rl.algos.losses import value_loss
 
-        from .learner import _as_tensors
+        from .learner import _as_tensors, _slices
 
         b = _as_tensors(batch)
         if b.returns is None:
@@ -76,9 +78,9 @@ class Critic:
                     v = self._values(b, mb)
                     if mb.rows:
                         sl = (mb.rows, slice(0, mb.seq_len))
-                        mask = b.loss_mask[sl]
+                        mask, old_mb, ret = _slices(v.device, sl, b.loss_mask, old, b.returns)
                         tokens = float(mask.sum())
-                        loss, m = value_loss(v, old[sl], b.returns[sl], mask, self.algo.value_clip, "token-mean")
+                        loss, m = value_loss(v, old_mb, ret, mask, self.algo.value_clip, "token-mean")
                         # token-mean over this micro-batch -> its share of the mini-batch token-mean
                         loss = loss * (tokens / max(step.loss_tokens, 1.0)) * self.algo.value_coef
                         sums += torch.tensor([float(loss), float(m["vf_clip_frac"]) * tokens,

@@ -70,8 +70,11 @@ def deepspeed_config(
         "eps": learner.eps,
         "weight_decay": learner.weight_decay,
     }
-    if not on_gpu:
-        # No compiled ops on the CPU accelerator (DS_BUILD_OPS=0): use torch's AdamW.
+    if not (on_gpu and learner.offload_optimizer):
+        # torch's AdamW. ZeRO hands the optimiser one flat fp32 partition per parameter group, so a
+        # multi-tensor fused kernel gains little, and DeepSpeed's FusedAdam would be JIT-compiled on
+        # every node's first start (a CUDA toolchain and Python headers needed there). With optimiser
+        # offload DeepSpeed's own CPU Adam is kept: torch's would be far slower on the CPU partition.
         adam["torch_adam"] = True
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": learner.micro_batch_size,

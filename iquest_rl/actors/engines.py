@@ -134,3 +134,13 @@ def build_reference_engine(model_cfg: ModelConfig, learner: LearnerConfig, world
     engine, _, _, _ = deepspeed.initialize(model=model, config=ds)
     engine.iquest_hf_ds_config = keep
     return engine
+
+
+def release_prefetched(engine) -> None:
+    """Re-partition every parameter after a forward-only pass. ZeRO-3 prefetches the parameters the
+    next forward will need (the first layers, as the trace wraps around); without a backward nothing
+    releases them, so they would hold memory and a later gather (a weight export) would find them
+    still in flight."""
+    release = getattr(engine.optimizer, "empty_partition_cache", None)
+    if release is not None:
+        release()

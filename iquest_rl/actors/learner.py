@@ -135,6 +135,8 @@ class LearnerWorker:
         """
         import torch
 
+        from .engines import release_prefetched
+
         engine = self.engine
         if reference:
             if self.reference is None:
@@ -153,6 +155,7 @@ class LearnerWorker:
                         lp[mb.rows, : mb.seq_len] = out[0].float().cpu()
                         if entropy:
                             ent[mb.rows, : mb.seq_len] = out[1].float().cpu()
+        release_prefetched(engine)
         lp = self._sum_over_ranks(lp)
         result = {"logprobs": lp}
         if entropy:
@@ -190,12 +193,13 @@ class LearnerWorker:
                     lp, ent = self._forward(b, mb, with_entropy=need_entropy, grad=True)
                     if mb.rows:
                         sl = (mb.rows, slice(0, mb.seq_len))
-                        mask = b.loss_mask[sl]
+                        # The batch stays on the CPU; each micro-batch's slices go to the model's device.
+                        mask, rollout, adv, ref, old_mb = _slices(lp.device, sl, b.loss_mask, b.rollout_logprobs,
+                                                                  b.advantages, b.ref_logprobs, old)
                         # Without old logprobs this is the single on-policy pass: π_old is the current policy.
                         loss, m = policy_loss(
-                            lp, lp.detach() if old is None else old[sl], b.rollout_logprobs[sl], b.advantages[sl],
-                            mask, self.algo, ref_logprobs=None if b.ref_logprobs is None else b.ref_logprobs[sl],
-                            entropy=ent, norm_tokens=norm_tokens,
+                            lp, lp.detach() if old is None else old_mb, rollout, adv,
+                            mask, self.algo, ref_logprobs=ref, entropy=ent, norm_tokens=norm_tokens,
                             total_tokens=max(step.loss_tokens, 1.0), total_seqs=float(step.seqs),
                         )
                         acc.add(m, float(mask.sum()))
@@ -312,16 +316,19 @@ class LearnerWorker:
         return self.critic
 
     def _all_reduce(self, t: Any, op: str = "sum") -> Any:
+        """Sum (or max) of `t` over ranks, returned on `t`'s device. The reduction runs on the engine's
+        device: NCCL reduces only CUDA tensors, so CPU metric tensors travel there and back."""
         import torch.distributed as dist
 
-        if self.world > 1:
-            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        return t
+        if self.world == 1:
+            return t
+        d = t.to(self.engine.device)
+        dist.all_reduce(d, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        return d.to(t.device)
 
     def _sum_over_ranks(self, t: Any) -> Any:
         """Sum of a CPU tensor over ranks (shards are disjoint, so this assembles the full tensor)."""
-        dev = self.engine.device
-        return self._all_reduce(t.to(dev)).cpu()
+        return self._all_reduce(t).cpu()
 
     def _sum_scalar(self, x: float) -> float:
         import torch
@@ -374,6 +381,11 @@ def _as_tensors(batch: TrainBatch) -> Any:
         fields[f.name] = None if v is None else torch.as_tensor(v).cpu()
     fields["loss_mask"] = fields["loss_mask"].float()
     return TrainBatch(**fields)
+
+
+def _slices(device: Any, sl: Any, *tensors: Any) -> list[Any]:
+    """tensor[sl] on `device` for each tensor (None stays None)."""
+    return [None if t is None else t[sl].to(device, non_blocking=True) for t in tensors]
 
 
 def _has_cuda() -> bool:

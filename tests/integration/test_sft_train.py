@@ -127,3 +127,30 @@ print("RESULT", json.dumps({{"n": len(out.token_ids), "text": out.text}}))
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(next(line for line in p.stdout.splitlines() if line.startswith("RESULT "))[7:])
     assert res["n"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.deepspeed
+def test_bf16_lora_sft_on_gpu(runs, tiny_model_path):
+    """The same LoRA run on CUDA: ZeRO-3 over NCCL in bf16; the merged checkpoint is bf16 and loads on the GPU."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    p = sft(runs, "gpu", "--branch", "thinking", "lora.rank=8", "lora.alpha=16", "packing=true",
+            "max_seq_len=512", "max_steps=16", "lr=1e-2", "micro_batch_size=2", "num_ranks=1")
+    ok(p)
+    run = runs / "gpu"
+    losses = val_losses(run)
+    print(f"GPU-FIGURE sft_val_loss first={losses[0]:.3g} last={losses[-1]:.3g} "
+          f"tokens_per_s={metrics(run)[-1]['train_tokens_per_s']:.0f}")
+    assert losses[0] - losses[-1] > 0.3, losses
+    tuned = load_file(run / "final" / "model.safetensors")
+    assert all(t.dtype == torch.bfloat16 for t in tuned.values())  # CPU runs train and save float32
+    assert load_file(Path(tiny_model_path) / "model.safetensors").keys() == tuned.keys()
+    from transformers.integrations import deepspeed as hf_ds
+
+    hf_ds.unset_hf_deepspeed_config()  # in-process learners of other GPU tests may have left ZeRO-3 on
+    model = AutoModelForCausalLM.from_pretrained(run / "final", dtype=torch.bfloat16).cuda()
+    out = model.generate(torch.tensor([[1, 40, 41, 42]], device="cuda"), max_new_tokens=8, do_sample=False)
+    assert out.shape[1] > 4
