@@ -118,9 +118,9 @@ def rng_state() -> dict[str, Any]:
     if "torch" in sys.modules:  # never import torch just to save an untouched RNG
         import torch
 
+        # The controller's CPU generator only: it runs no CUDA work, and per-device CUDA states
+        # would not restore on a node with fewer GPUs. Learner ranks save their own CUDA state.
         out["torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            out["cuda"] = torch.cuda.get_rng_state_all()
     return out
 
 
@@ -134,8 +134,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         import torch
 
         torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ---- HF export ---------------------------------------------------------------------------------
@@ -187,6 +185,8 @@ def save_learner(worker: Any, ckpt_dir: str | Path, export_hf_weights: bool = Tr
 
     ckpt_dir = Path(ckpt_dir)
     client = {"version": worker.version, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout (LoRA's too) draws from the rank's CUDA generator
+        client["cuda_rng"] = torch.cuda.get_rng_state()
     worker.engine.save_checkpoint(str(ckpt_dir / "deepspeed"), tag=DS_TAG, client_state=client)
     if worker.critic is not None:
         worker.critic.engine.save_checkpoint(str(ckpt_dir / "critic"), tag=DS_TAG)
@@ -211,6 +211,8 @@ def load_learner(worker: Any, ckpt_dir: str | Path) -> None:
     worker.version = int(client.get("version", 0))
     if "torch_rng" in client:
         torch.set_rng_state(client["torch_rng"])
+    if "cuda_rng" in client and torch.cuda.is_available():
+        torch.cuda.set_rng_state(client["cuda_rng"])
     if worker.critic is not None:
         cpath, _ = worker.critic.engine.load_checkpoint(str(ckpt_dir / "critic"), tag=DS_TAG,
                                                        load_optimizer_states=True, load_lr_scheduler_states=True)

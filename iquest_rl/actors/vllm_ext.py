@@ -67,8 +67,24 @@ class WeightSyncExtension:
     def _probe_digests(self) -> dict[str, str]:
         from iquest_rl.weight_sync.fingerprint import probe_digests
 
+        return probe_digests(self._served(), vocab_size=self.model_runner.model_config.get_vocab_size())
+
+    def _served(self):
+        """(name, tensor) of the served parameters. With tensor parallelism the vocabulary-parallel
+        ones (embeddings, LM head) hold 1/TP of the rows on each rank: the probed ones are gathered
+        whole over the TP group (collective_rpc runs this on every rank together)."""
         model = self.model_runner.get_model()
-        return probe_digests(model.named_parameters(), vocab_size=self.model_runner.model_config.get_vocab_size())
+        if self.vllm_config.parallel_config.tensor_parallel_size == 1:
+            return list(model.named_parameters())
+        from vllm.distributed import get_tp_group
+        from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+        from iquest_rl.weight_sync.fingerprint import is_probed
+
+        sharded = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, VocabParallelEmbedding)}
+        group = get_tp_group()
+        return [(n, group.all_gather(p.data, dim=0) if n in sharded and is_probed(n) else p)
+                for n, p in model.named_parameters()]
 
     def _probes(self, only: list[str] | None) -> dict[str, Any]:
         """{"probe": iquest_probe(only), "served": checksum over all probed parameters}, digesting

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from iquest_rl.config.algo import GRPOConfig, PPOConfig
@@ -22,13 +23,15 @@ from .advantages import sequence_advantages
 from .filters import apply_overlong
 
 
-def logprobs_from_logits(logits: Tensor, input_ids: Tensor, temperature: float = 1.0, chunk_size: int = 8) -> Tensor:
+def logprobs_from_logits(logits: Tensor, input_ids: Tensor, temperature: float = 1.0,
+                         chunk_tokens: int = 2048) -> Tensor:
     """log p(input_ids[:, t] | input_ids[:, :t]) aligned with input_ids.  (b,t,V), (b,t) -> (b,t) float32
 
     logits are the model's outputs on input_ids (position t predicts token t+1); out[:, 0] = 0.
     Divides by the sampling temperature so the numbers compare with vLLM's logprobs of the same
-    distribution. Works `chunk_size` rows at a time in float32 (log-softmax via logsumexp and a gather)
-    so no full (b, t, V) float32 copy is made from bf16 logits.
+    distribution. Works `chunk_tokens` positions at a time in float32 (log-softmax via logsumexp and
+    a gather), recomputing each chunk in backward instead of keeping it, so no (b, t, V) float32
+    tensor is ever made from bf16 logits (4 x 8k tokens x a 152k vocabulary would be 20 GB).
     """
     if logits.dim() != 3 or logits.shape[:2] != input_ids.shape:
         raise ValueError(
@@ -36,15 +39,20 @@ def logprobs_from_logits(logits: Tensor, input_ids: Tensor, temperature: float =
         )
     if temperature <= 0:
         raise ValueError(f"logprobs_from_logits: temperature must be > 0, got {temperature}")
-    pred = logits[:, :-1]
-    labels = input_ids[:, 1:].unsqueeze(-1)
-    rows = []
-    for lg, lb in zip(pred.split(chunk_size, dim=0), labels.split(chunk_size, dim=0)):
+    b, t, v = logits.shape
+    pred = logits[:, :-1].reshape(-1, v)
+    labels = input_ids[:, 1:].reshape(-1, 1)
+
+    def chunk(lg: Tensor, lb: Tensor) -> Tensor:
         lg = lg.float()
         if temperature != 1.0:
             lg = lg / temperature
-        rows.append(torch.gather(lg, -1, lb).squeeze(-1) - torch.logsumexp(lg, dim=-1))
-    shifted = torch.cat(rows, dim=0) if rows else pred.new_zeros(pred.shape[:2], dtype=torch.float32)
+        return torch.gather(lg, -1, lb).squeeze(-1) - torch.logsumexp(lg, dim=-1)
+
+    grad = torch.is_grad_enabled() and logits.requires_grad
+    parts = [torch.utils.checkpoint.checkpoint(chunk, lg, lb, use_reentrant=False) if grad else chunk(lg, lb)
+             for lg, lb in zip(pred.split(chunk_tokens), labels.split(chunk_tokens))]
+    shifted = (torch.cat(parts) if parts else pred.new_zeros(0, dtype=torch.float32)).view(b, t - 1)
     return torch.cat([shifted.new_zeros(shifted.shape[0], 1), shifted], dim=1)
 
 

@@ -184,3 +184,17 @@ def test_seeded_batch_larger_than_one_prefill_step(engine):
     assert [len(g) for g in groups] == [2] * 12 and all(len(s.logprobs) == len(s.token_ids) for g in groups for s in g)
     assert engine.health()["alive"]
 
+
+def test_tensor_parallel_engine_serves_verified_updates(prompts, other_checkpoint, tmp_path):
+    """Two tensor-parallel CPU workers: embeddings and LM head are split by rows across them, and the
+    served fingerprint is still the whole tensors' (it was rank 0's half, so every update failed)."""
+    new_model = hf_model(other_checkpoint)
+    e = VLLMEngine(ModelConfig(path="tiny:llama-tiny"),
+                   RolloutConfig(max_model_len=256, max_num_seqs=4, seed=0, tensor_parallel_size=2))
+    try:
+        update = write_buckets(new_model.state_dict().items(), tmp_path, version=1, bucket_bytes=256 << 10)
+        fp = e.update_weights(update)
+        assert fp.version == 1 and fp.served == update.probe
+        assert max_diff(e.prompt_logprobs(prompts), hf_logprobs(new_model, prompts)) <= 1e-4
+    finally:
+        e.close()

@@ -116,11 +116,27 @@ def test_logprobs_from_logits_matches_transformers_causal_lm_loss():
     ids = torch.randint(0, 17, (3, 7))
     with torch.no_grad():
         out = model(input_ids=ids, labels=ids)
-    lp = logprobs_from_logits(out.logits, ids, chunk_size=2)
+    lp = logprobs_from_logits(out.logits, ids, chunk_tokens=5)
     # transformers shifts labels internally; its mean NLL over positions 1.. must equal ours
     assert (-lp[:, 1:].mean()).item() == pytest.approx(out.loss.item(), rel=1e-5)
     bf = logprobs_from_logits(out.logits.bfloat16(), ids)
     assert bf.dtype == torch.float32 and (bf - lp).abs().max() < 0.1
+
+
+def test_logprobs_from_logits_chunks_give_the_plain_values_and_gradients():
+    torch.manual_seed(1)
+    logits = torch.randn(3, 9, 11, requires_grad=True)
+    ids = torch.randint(0, 11, (3, 9))
+    w = torch.randn(3, 9)
+    plain = torch.log_softmax(logits[:, :-1] / 0.7, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    (plain * w[:, 1:]).sum().backward()
+    want = logits.grad.clone()
+    logits.grad = None
+    lp = logprobs_from_logits(logits, ids, temperature=0.7, chunk_tokens=4)  # chunks cross row ends
+    torch.testing.assert_close(lp[:, 1:], plain.detach())
+    assert bool((lp[:, 0] == 0).all())
+    (lp * w).sum().backward()
+    torch.testing.assert_close(logits.grad, want)
 
 
 def test_grpo_kl_in_reward_penalises_rewards_and_recomputes_group_advantages():

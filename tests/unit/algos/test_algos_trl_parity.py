@@ -138,7 +138,7 @@ def test_logprobs_and_entropy_helpers_match_trl():
     ids = torch.randint(0, 50, (3, 9))
     # TRL scores completion tokens with logits[:, :-1] against ids[:, 1:]; ours returns them aligned with ids
     theirs = trl_utils.selective_log_softmax(logits[:, :-1], ids[:, 1:])
-    torch.testing.assert_close(logprobs_from_logits(logits, ids, chunk_size=2)[:, 1:], theirs)
+    torch.testing.assert_close(logprobs_from_logits(logits, ids, chunk_tokens=3)[:, 1:], theirs)
     hot = trl_utils.selective_log_softmax(logits[:, :-1], ids[:, 1:], temperature=0.7)
     torch.testing.assert_close(logprobs_from_logits(logits, ids, temperature=0.7)[:, 1:], hot)
     torch.testing.assert_close(entropy_from_logits(logits, chunk_size=5), trl_utils.entropy_from_logits(logits))
