@@ -42,6 +42,9 @@ class SandboxSpec:
     user: str = "1000:1000"
     """uid:gid commands run as; "0:0" only for image preparation steps, never for the agent."""
     labels: dict[str, str] = field(default_factory=dict)
+    reusable: bool = False
+    """A pool may reset the container after use and hand it out again, when the reset is proven to
+    give back the fresh container (sandboxes/reuse.py). For grading; never for an agent's sandbox."""
 
 
 @runtime_checkable

@@ -88,6 +88,17 @@ class DockerSandbox:
         self.closed = False
         self.remover: Executor | None = None
         """Where close() removes the container (a pool's background thread); None = in close()."""
+        self.recycle: Callable[["DockerSandbox"], None] | None = None
+        """Set by a pool for reusable specs: close() hands the sandbox to it (sandboxes/reuse.py),
+        which reopens it or calls remove()."""
+        self.pristine = None
+        """reuse.Pristine: the fresh container's fingerprint, when it may be reused."""
+
+    def reopened(self) -> "DockerSandbox":
+        """A new, open sandbox object for this (reset) container; this one stays closed."""
+        sb = DockerSandbox(self.spec, self.config, self.client, self.run_id, self.on_close)
+        sb.id, sb.name, sb.remover, sb.pristine = self.id, self.name, self.remover, self.pristine
+        return sb
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -155,6 +166,15 @@ class DockerSandbox:
         and `on_close` runs once the container is gone. A failed removal is logged; `gc` collects it."""
         if self.closed:
             return
+        self.closed = True
+        if self.recycle is not None:
+            recycle, self.recycle = self.recycle, None
+            recycle(self)  # resets and reopens it, or calls remove()
+            return
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove the container, on `remover` when set (close() without reuse)."""
         self.closed = True
         if self.remover is not None:
             try:
@@ -272,6 +292,22 @@ class DockerSandbox:
             raise SandboxInfraError(f"{what}: exec failed to start: "
                                     f"{(raw.stdout.text() + raw.stderr.text()).strip()[:500]}")
         return raw
+
+    def exec_argv(self, argv: list[str], timeout: float = 60.0, user: str | None = None) -> ExecResult:
+        """Run `argv` as is (no shell wrapper, no tag, no process-group kill), from "/". For the
+        sandbox's own housekeeping (sandboxes/reuse.py), whose scripts must be the only process
+        of their exec."""
+        raw = self._raw(argv, user or self.spec.user, "/", None, timeout, self.config.output_limit_bytes)
+        return ExecResult(exit_code=-1 if raw.exit_code is None else raw.exit_code, stdout=raw.stdout.text(),
+                          stderr=raw.stderr.text(), duration_s=raw.duration_s, timed_out=raw.hit_deadline)
+
+    def changes(self) -> list[dict]:
+        """`docker diff`: the writable layer's changes against the image ({"Path", "Kind"}: 0 changed,
+        1 added, 2 deleted)."""
+        try:
+            return self.api.diff(self.id) or []
+        except engine_errors() as e:
+            raise infra_error(f"sandbox {self.name}: diff", e) from e
 
     def kill_processes(self, user: str | None = None) -> None:
         """Kill every process of `user` (default spec.user) in the container, e.g. servers an agent

@@ -1,11 +1,12 @@
 """A pool of sandboxes: warm containers per spec, a bound on containers alive, back-pressure.
 
-Reuse policy: a sandbox is NEVER reused after it was handed out. Resetting a used container
-(git reset/clean, killing processes) does not restore files outside the repo (home directory,
-site-packages, /etc files the agent could write) and `docker diff` cannot tell a restored file
-from an untouched one, so equivalence to a fresh container cannot be proven. Instead the pool
-keeps `pool_size` containers per spec started and untouched ("warm"); handing one out costs a
-health check (one inspect call) instead of a start, and a used one is always removed.
+Reuse policy: a sandbox of an ordinary spec is NEVER reused after it was handed out: the pool keeps
+`pool_size` containers per spec started and untouched ("warm"), handing one out costs a health check
+(one inspect call) instead of a start, and a used one is removed. A spec marked `reusable` (grading
+containers) is snapshotted once after its fresh start; after each use it is reset on a pool thread
+and handed out again only when the reset is proven to give back the fresh container
+(sandboxes/reuse.py says what is compared); otherwise it is removed and a fresh one started.
+Resets run off the critical path and count as warm starts in progress.
 
 Off the critical path: warm starts run on up to min(pool_size, 4) threads at once; a closed docker
 sandbox is removed by a background thread; its slot is freed only once the removal is done, so the
@@ -28,6 +29,7 @@ from typing import Callable, Iterator
 
 from iquest_rl.config.sandbox import SandboxConfig
 
+from . import reuse
 from .base import Sandbox, SandboxInfraError, SandboxSpec
 from .engine import retry_infra
 
@@ -55,13 +57,15 @@ def make_sandbox(config: SandboxConfig, spec: SandboxSpec, client=None, run_id: 
 
 def _key(spec: SandboxSpec) -> tuple:
     return (spec.image, spec.workdir, spec.user, tuple(sorted(spec.env.items())),
-            tuple(sorted(spec.labels.items())))
+            tuple(sorted(spec.labels.items())), spec.reusable)
 
 
 def _close_now(sb: Sandbox) -> None:
     """Close `sb` in this thread: its slot passes to the caller, so it must be gone first."""
     if hasattr(sb, "remover"):
         sb.remover = None
+    if hasattr(sb, "recycle"):
+        sb.recycle = None
     sb.close()
 
 
@@ -78,7 +82,8 @@ class SandboxPool:
         self._alive = 0          # slots held: warm + in use + starting
         self._waiting = 0        # callers blocked in acquire()
         self._warm: dict[tuple, list[Sandbox]] = {}
-        self._refilling: dict[tuple, int] = {}
+        self._refilling: dict[tuple, int] = {}  # warm starts and resets in progress, per spec
+        self.reuse_counts = {"reused": 0, "not_reused": 0}
         self._no_release: set[int] = set()  # ids of sandboxes whose slot passes to a caller on close
         self._closed = False
         self._refiller = ThreadPoolExecutor(max_workers=max(1, min(config.pool_size, REFILL_THREADS)),
@@ -140,7 +145,7 @@ class SandboxPool:
         with self._cond:
             return {"alive": self._alive, "waiting": self._waiting,
                     "warm": sum(len(v) for v in self._warm.values()),
-                    "starting": sum(self._refilling.values())}
+                    "starting": sum(self._refilling.values()), **self.reuse_counts}
 
     def close(self) -> None:
         """Remove warm sandboxes and stop refilling; sandboxes in use are closed by their holders."""
@@ -210,7 +215,47 @@ class SandboxPool:
             if hasattr(sb, "remover"):
                 sb.remover = self._remover
             return sb
-        return retry_infra(attempt, attempts=START_ATTEMPTS, what=f"start of a sandbox for {spec.image}")
+        sb = retry_infra(attempt, attempts=START_ATTEMPTS, what=f"start of a sandbox for {spec.image}")
+        if spec.reusable and reuse.supported(sb):
+            try:
+                sb.pristine = reuse.snapshot(sb)
+                sb.recycle = self._recycle
+            except Exception as e:  # noqa: BLE001 - the sandbox is still fine for one use
+                log.info("sandbox pool: %s will not be reused: %s", getattr(sb, "name", "?"), e)
+        return sb
+
+    def _recycle(self, sb: Sandbox) -> None:
+        """close() of a reusable sandbox: reset it on a pool thread (its slot stays held)."""
+        key = _key(sb.spec)
+        with self._cond:
+            if not self._closed:
+                self._refilling[key] = self._refilling.get(key, 0) + 1
+                try:
+                    self._refiller.submit(self._reset_one, sb, key)
+                    return
+                except RuntimeError:  # shut down meanwhile
+                    self._refilling[key] -= 1
+        sb.remove()
+
+    def _reset_one(self, sb: Sandbox, key: tuple) -> None:
+        try:
+            why = reuse.reset(sb, sb.pristine)
+        except Exception as e:  # noqa: BLE001 - any failure means a fresh container instead
+            why = f"reset failed: {e}"
+        with self._cond:
+            self._refilling[key] -= 1
+            if why is None and not self._closed:
+                again = sb.reopened()
+                again.recycle = self._recycle
+                self._warm.setdefault(key, []).append(again)
+                self.reuse_counts["reused"] += 1
+                self._cond.notify_all()
+                return
+            self.reuse_counts["not_reused"] += 1
+        if why is not None:
+            log.info("sandbox pool: %s not reused (a fresh one replaces it): %s", sb.name, why)
+        sb.remove()
+        self.prewarm(sb.spec)
 
     def _refill_one(self, spec: SandboxSpec, key: tuple) -> None:
         try:

@@ -20,6 +20,7 @@ the base commit is left for the agent to read the fix from).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -272,7 +273,9 @@ class SWERuntime:
         files = {"model.patch": patch if patch.endswith("\n") or not patch else patch + "\n",
                  "test.patch": inst.test_patch, "eval.sh": inst.eval_script or make_eval_script(inst),
                  "apply.sh": _APPLY.format(grade=GRADE_DIR, failed=PATCH_FAILED)}
-        with tempfile.TemporaryDirectory() as tmp, opened(self.sandboxes, self.spec(task)) as sb:
+        # A grading container may be a reused one, reset and proven equal to a fresh one (sandboxes/reuse.py).
+        spec = dataclasses.replace(self.spec(task), reusable=True)
+        with tempfile.TemporaryDirectory() as tmp, opened(self.sandboxes, spec) as sb:
             for name, text in files.items():
                 with open(os.path.join(tmp, name), "w") as f:
                     f.write(text)

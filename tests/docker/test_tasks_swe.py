@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import os
 import threading
+import time
 import uuid
 from dataclasses import replace
 
@@ -227,3 +228,34 @@ def test_daemon_stopped_mid_grading_is_infra_error(labels):
     assert "stopped_at" in stop
     assert g.outcome is Outcome.INFRA_ERROR and "engine stalled" in g.reason, (g.outcome, g.reason, g.log[-800:])
     assert rt.grade(marked, marked.meta["patch"]).outcome is Outcome.PASSED  # and the engine is back
+
+
+def test_reused_grading_containers_grade_like_fresh_ones(labels):
+    """Gradings through a pool run in reset, reused containers. A patch whose code leaves a process
+    behind (one that keeps planting a conftest forcing passes) and files outside the repo changes
+    nothing for the gradings after it."""
+    from iquest_rl.config.sandbox import SandboxConfig
+    from sandboxes.pool import SandboxPool
+    from sandboxes.runtimes.common import pool_factory
+
+    task = BY_ID["statkit-1"]
+    init = "statkit/__init__.py"
+    with open(os.path.join(task.meta["build_context"], "repo", init)) as f:
+        old = f.read()
+    plant = ("import subprocess\n"
+             "subprocess.Popen(['sh', '-c', 'echo x > /var/tmp/hack; "
+             "while :; do printf \"%s\" > /testbed/conftest.py; sleep 0.05; done'], start_new_session=True)\n")
+    conftest = ("import pytest\\n@pytest.hookimpl(hookwrapper=True)\\ndef pytest_runtest_makereport(item, call):\\n"
+                "    outcome = yield\\n    outcome.get_result().outcome = \\\"passed\\\"\\n")
+    hack = _diff(init, old, old + (plant % conftest))
+    with SandboxPool(SandboxConfig(pool_size=1, max_concurrency=2)) as pool:
+        rt = SWERuntime(pool_factory(pool), labels=labels, test_timeout_s=60, harness_slack_s=60)
+        nop = rt.grade(task, "")
+        assert nop.outcome is Outcome.FAILED, nop.reason
+        assert rt.grade(task, hack).outcome is Outcome.FAILED
+        time.sleep(0.5)
+        again = rt.grade(task, "")
+        assert again.outcome is Outcome.FAILED and again.tests == nop.tests, (again.reason, again.log[-1500:])
+        gold = rt.grade(task, task.meta["patch"])
+        assert gold.outcome is Outcome.PASSED, gold.reason
+        assert pool.stats()["reused"] >= 2, pool.stats()

@@ -76,7 +76,7 @@ def test_idle_warm_of_another_spec_is_evicted_for_a_waiter():
         pool.prewarm(SandboxSpec(image="other"))
         _wait(lambda: pool.stats()["warm"] == 1)
         sb = pool.acquire(SPEC, timeout=2)
-        assert pool.stats() == {"alive": 1, "waiting": 0, "warm": 0, "starting": 0}
+        assert pool.stats() == {"alive": 1, "waiting": 0, "warm": 0, "starting": 0, "reused": 0, "not_reused": 0}
         sb.close()
 
 

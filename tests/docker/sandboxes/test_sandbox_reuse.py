@@ -1,0 +1,83 @@
+"""Reuse of a used container (sandboxes/reuse.py): what a use leaves behind is gone for the next
+user, and what the reset cannot prove equal makes the pool start a fresh container instead."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from iquest_rl.config.sandbox import SandboxConfig
+from sandboxes.base import SandboxSpec
+from sandboxes.pool import SandboxPool
+
+from .conftest import IMAGE, WORKDIR
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def pool(dclient, run_id):
+    p = SandboxPool(SandboxConfig(pool_size=1, max_concurrency=3, memory_mb=256, pids_limit=128),
+                    client=dclient, run_id=run_id)
+    yield p
+    p.close()
+
+
+def _use(pool, spec, cmd):
+    """(container id, stdout) of one use; waits until the pool has reset or replaced it."""
+    sb = pool.acquire(spec, timeout=120)
+    cid = sb.id
+    out = sb.exec(cmd, timeout=30).stdout
+    before = pool.stats()
+    sb.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        s = pool.stats()
+        if s["reused"] + s["not_reused"] > before["reused"] + before["not_reused"]:
+            return cid, out
+        time.sleep(0.05)
+    raise AssertionError(f"the pool neither reused nor replaced {cid[:12]}: {pool.stats()}")
+
+
+def test_a_reused_container_shows_nothing_of_its_last_use(pool):
+    spec = SandboxSpec(IMAGE, workdir=WORKDIR, reusable=True)
+    first, _ = _use(pool, spec, "echo pristine > keep.txt")  # part of the fresh state? no: a use
+    second, snap = _use(pool, spec, "ls -A; ls -A /tmp /dev/shm /var/tmp; ipcs -m | grep -c 0x; ps -e -o comm=")
+    assert second == first and pool.stats()["reused"] == 2
+    assert "keep.txt" not in snap
+    leave = ("mkdir -p sub/deep && echo x > sub/deep/f && chmod 000 sub; echo t > /tmp/t; echo s > /dev/shm/s; "
+             "mkdir /var/tmp/mine && echo v > /var/tmp/mine/v; ipcmk -M 4096 >/dev/null; "
+             "(setsid sleep 600 &); (trap '' TERM; exec sleep 601) & echo left")
+    third, out = _use(pool, spec, leave)
+    assert third == first and out.strip() == "left"
+    fourth, after = _use(pool, spec, "ls -A; ls -A /tmp /dev/shm /var/tmp; ipcs -m | grep -c 0x; ps -e -o comm=")
+    assert fourth == first and pool.stats()["reused"] == 4
+    assert after == snap  # the same listing, processes and IPC count as the first reuse saw
+
+
+def test_what_cannot_be_proven_equal_is_not_reused(pool):
+    spec = SandboxSpec(IMAGE, workdir=WORKDIR, reusable=True)
+    a, _ = _use(pool, spec, "tar -rf /var/tmp/.iqrl-pristine.tar /etc/hostname 2>/dev/null; echo tampered")
+    assert pool.stats()["not_reused"] == 1  # the archive restores a workdir that is not the fresh one
+    b, listing = _use(pool, spec, "ls -A")
+    assert b != a and "etc" not in listing
+
+    # Root (without capabilities) can change the image's own files outside the workdir: `docker diff`
+    # cannot tell a restored file from the original, so such a container is never reused.
+    root = SandboxSpec(IMAGE, workdir="/srv", user="0:0", reusable=True)
+    c, _ = _use(pool, root, "echo changed >> /etc/issue")
+    d, _ = _use(pool, root, "rm /etc/issue.net")
+    e, issue = _use(pool, root, "cat /etc/issue; ls /etc/issue.net")
+    assert len({c, d, e}) == 3 and pool.stats()["not_reused"] == 3
+    assert "changed" not in issue and "/etc/issue.net" in issue
+
+
+def test_agent_specs_are_never_reused(pool):
+    spec = SandboxSpec(IMAGE, workdir=WORKDIR)
+    ids = set()
+    for _ in range(3):
+        sb = pool.acquire(spec, timeout=120)
+        ids.add(sb.id)
+        sb.close()
+    assert len(ids) == 3 and pool.stats()["reused"] == 0
