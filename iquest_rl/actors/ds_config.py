@@ -85,6 +85,9 @@ def deepspeed_config(
         "optimizer": {"type": "AdamW", "params": adam},
         "bf16": {"enabled": dtype == "bfloat16"},
         "fp16": {"enabled": False},
+        # DeepSpeed otherwise accumulates bf16 gradients across micro-batches in bf16 (ZeRO-3's
+        # partition buffers take the model's dtype); the reduce-scatter itself stays bf16.
+        "data_types": {"grad_accum_dtype": "fp32"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }

@@ -94,6 +94,8 @@ def test_bf16_zero3_rank_on_nccl_scores_like_transformers(learner, tiny_model_pa
     assert p.dtype == torch.bfloat16 and p.ds_tensor.device.type == "cuda"
     masters = learner.engine.optimizer.fp32_partitioned_groups_flat
     assert masters and all(m.dtype == torch.float32 and m.device.type == "cuda" for m in masters)
+    # Gradients accumulate across micro-batches in fp32, not in the bf16 of the weights.
+    assert learner.engine.optimizer.grad_partitions_flat_buffer.dtype == torch.float32
 
     batch = _batch(0)
     lp = learner.compute_logprobs(batch)["logprobs"].float()
