@@ -212,7 +212,7 @@ class LearnerWorker:
                 grad_norms.append(float(norm) if norm is not None else float("nan"))
                 loss_total += step_loss
                 n_steps += 1
-        metrics = acc.reduce(self._all_reduce, n_steps)
+        metrics = acc.reduce(self._all_reduce, n_steps, self._union)
         metrics["loss"] = self._sum_scalar(loss_total) / max(n_steps, 1)
         metrics["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
         metrics["lr"] = float(self.engine.get_lr()[0])
@@ -326,6 +326,16 @@ class LearnerWorker:
         dist.all_reduce(d, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return d.to(t.device)
 
+    def _union(self, keys: list[str]) -> list[str]:
+        """The sorted union of `keys` over ranks (a rank that held no row has none)."""
+        import torch.distributed as dist
+
+        if self.world == 1:
+            return sorted(keys)
+        every: list[Any] = [None] * self.world
+        dist.all_gather_object(every, sorted(keys))
+        return sorted(set().union(*every))
+
     def _sum_over_ranks(self, t: Any) -> Any:
         """Sum of a CPU tensor over ranks (shards are disjoint, so this assembles the full tensor)."""
         return self._all_reduce(t).cpu()
@@ -354,17 +364,20 @@ class _MetricAcc:
                 self.sums[k] = self.sums.get(k, 0.0) + v * (1.0 if k in _SUM_KEYS else tokens)
         self.weight += tokens
 
-    def reduce(self, all_reduce, n_steps: int) -> dict[str, float]:
+    def reduce(self, all_reduce, n_steps: int, union) -> dict[str, float]:
+        """Every rank reduces the same keys (`union` of all ranks' keys): a rank that held no row
+        contributes zeros to the sums and -inf to the maxima."""
         import torch
 
-        keys = sorted(self.sums)
-        t = torch.tensor([self.sums[k] for k in keys] + [self.weight], dtype=torch.float64)
+        keys = union(list(self.sums))
+        t = torch.tensor([self.sums.get(k, 0.0) for k in keys] + [self.weight], dtype=torch.float64)
         t = all_reduce(t)
         w = max(float(t[-1]), 1.0)
         out = {k: float(t[i]) / (max(n_steps, 1) if k in _SUM_KEYS else w) for i, k in enumerate(keys)}
-        mkeys = sorted(self.maxes)
+        mkeys = union(list(self.maxes))
         if mkeys:
-            m = all_reduce(torch.tensor([self.maxes[k] for k in mkeys], dtype=torch.float64), "max")
+            m = all_reduce(torch.tensor([self.maxes.get(k, float("-inf")) for k in mkeys], dtype=torch.float64),
+                           "max")
             out.update({k: float(m[i]) for i, k in enumerate(mkeys)})
         return out
 

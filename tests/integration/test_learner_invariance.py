@@ -146,3 +146,17 @@ def test_learners_are_named_ray_actors_and_partitioned(ray_cluster, groups):
     # ZeRO-3 really partitions: each rank holds well under the whole model
     for p in pings:
         assert p["local_numel"] < 0.6 * p["params"], p
+
+
+def test_a_rank_without_rows_still_steps_with_the_others(ray_cluster, groups):
+    """One sequence over two ranks (a batch that filtering shrank): the rank that holds no row runs
+    its padding pass, the metric reductions still line up, and the metrics equal one rank's."""
+    ray = ray_cluster
+    batch, _ = _batch(n=1, seed=7)
+    one = ray.get(groups["mb1_ga4"][0].compute_logprobs.remote(batch))["logprobs"]
+    batch.rollout_logprobs = one * batch.loss_mask
+    m2 = ray.get([a.train_step.remote(batch) for a in groups["2rank"]], timeout=120)
+    m1 = ray.get(groups["mb1_ga4"][0].train_step.remote(batch), timeout=120)
+    for k in ("loss", "pg_loss", "entropy", "mismatch/kl"):
+        assert m2[0][k] == pytest.approx(m1[k], rel=1e-4, abs=1e-8), k
+        assert m2[1][k] == m2[0][k], k
