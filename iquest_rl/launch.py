@@ -89,6 +89,12 @@ def launch(cfg: RunConfig, run_id: str) -> Cluster:
     except Exception as e:  # noqa: BLE001 - gc is best effort; the sandboxes fail loudly on their own
         log.warning("sandbox reconcile at start failed: %s", e)
     gpus = _cluster_gpus()
+    need = cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size + cfg.learner.num_ranks
+    if gpus and need > gpus:  # Ray would leave the actors pending forever
+        raise ValueError(
+            f"the run needs {need} GPUs (rollout.num_workers={cfg.rollout.num_workers} x "
+            f"rollout.tensor_parallel_size={cfg.rollout.tensor_parallel_size} + learner.num_ranks="
+            f"{cfg.learner.num_ranks}) but the Ray cluster has {gpus}")
     labels = {"iquest-rl.run_id": run_id}  # joining a cluster whose runtime_env lacks our env var
     rollout_gpus = cfg.rollout.tensor_parallel_size if gpus else 0
     rollout_cls = rollout_actor_cls(num_cpus=0.5, num_gpus=rollout_gpus,
