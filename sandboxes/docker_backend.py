@@ -301,14 +301,6 @@ class DockerSandbox:
         return ExecResult(exit_code=-1 if raw.exit_code is None else raw.exit_code, stdout=raw.stdout.text(),
                           stderr=raw.stderr.text(), duration_s=raw.duration_s, timed_out=raw.hit_deadline)
 
-    def changes(self) -> list[dict]:
-        """`docker diff`: the writable layer's changes against the image ({"Path", "Kind"}: 0 changed,
-        1 added, 2 deleted)."""
-        try:
-            return self.api.diff(self.id) or []
-        except engine_errors() as e:
-            raise infra_error(f"sandbox {self.name}: diff", e) from e
-
     def kill_processes(self, user: str | None = None) -> None:
         """Kill every process of `user` (default spec.user) in the container, e.g. servers an agent
         left in the background, before tests run. Restarts the container when no process can be
