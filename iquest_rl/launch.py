@@ -74,13 +74,8 @@ def init_ray(cfg: RunConfig, run_id: str) -> bool:
 
 
 def launch(cfg: RunConfig, run_id: str) -> Cluster:
-    import ray
-
-    from .actors.learner import start_learner_group
-    from .actors.reward import actor_name as reward_name
-    from .actors.reward import reward_actor_cls
-    from .actors.rollout import actor_name as rollout_name
-    from .actors.rollout import rollout_actor_cls
+    """Connect to or start Ray, reconcile the run's sandboxes, start the actors. On any failure the
+    actors started so far are killed (and Ray stopped when launch() started it)."""
     from sandboxes.lifecycle import reconcile
 
     owns = init_ray(cfg, run_id)
@@ -88,6 +83,25 @@ def launch(cfg: RunConfig, run_id: str) -> Cluster:
         reconcile(run_id)
     except Exception as e:  # noqa: BLE001 - gc is best effort; the sandboxes fail loudly on their own
         log.warning("sandbox reconcile at start failed: %s", e)
+    cluster = Cluster([], [], [], run_id, owns)
+    try:
+        _start_actors(cfg, cluster)
+    except BaseException:
+        cluster.shutdown()  # what was started, and Ray itself when launch() started it
+        raise
+    return cluster
+
+
+def _start_actors(cfg: RunConfig, cluster: Cluster) -> None:
+    import ray
+
+    from .actors.learner import start_learner_group
+    from .actors.reward import actor_name as reward_name
+    from .actors.reward import reward_actor_cls
+    from .actors.rollout import actor_name as rollout_name
+    from .actors.rollout import rollout_actor_cls
+
+    run_id = cluster.run_id
     gpus = _cluster_gpus()
     need = cfg.rollout.num_workers * cfg.rollout.tensor_parallel_size + cfg.learner.num_ranks
     if gpus and need > gpus:  # Ray would leave the actors pending forever
@@ -99,20 +113,34 @@ def launch(cfg: RunConfig, run_id: str) -> Cluster:
     rollout_gpus = cfg.rollout.tensor_parallel_size if gpus else 0
     rollout_cls = rollout_actor_cls(num_cpus=0.5, num_gpus=rollout_gpus,
                                     max_concurrency=max(64, cfg.sandbox.max_concurrency * 2))
-    rollouts = [
+    cluster.rollouts = rollouts = [
         rollout_cls.options(name=rollout_name(i), namespace=NAMESPACE, max_restarts=-1,
                             get_if_exists=False).remote(cfg.model, cfg.rollout, None, cfg.sandbox, labels)
         for i in range(cfg.rollout.num_workers)
     ]
-    learners = start_learner_group(cfg.model, cfg.learner, cfg.algo, num_cpus=0.5, num_gpus=1 if gpus else 0,
+    cluster.learners = learners = start_learner_group(cfg.model, cfg.learner, cfg.algo, num_cpus=0.5, num_gpus=1 if gpus else 0,
                                    seed=cfg.seed, temperature=cfg.rollout.sampling.temperature,
                                    max_tokens=cfg.rollout.sampling.max_tokens)
     reward_cls = reward_actor_cls(num_cpus=0.1)
-    rewards = [reward_cls.options(name=reward_name(i), namespace=NAMESPACE).remote(cfg.reward, cfg.sandbox, labels)
+    cluster.rewards = rewards = [reward_cls.options(name=reward_name(i), namespace=NAMESPACE).remote(cfg.reward, cfg.sandbox, labels)
                for i in range(cfg.reward.num_workers)]
     ray.get([r.health.remote() for r in rollouts] + [r.ping.remote() for r in rewards])
-    info = {"dashboard_url": _dashboard_url(), "gpus": gpus}
-    return Cluster(rollouts, learners, rewards, run_id, owns, info)
+    _check_same_node(rollouts, learners[0])
+    cluster.info = {"dashboard_url": _dashboard_url(), "gpus": gpus}
+
+
+def _check_same_node(rollouts: list, learner0) -> None:
+    """Weight buckets go through learner rank 0's /dev/shm: every rollout worker must share its node
+    (a cross-node transport is not built yet). Fail at start, not at the first sync."""
+    import ray
+
+    home = ray.get(learner0.node_id.remote())
+    away = [i for i, n in enumerate(ray.get([r.node_id.remote() for r in rollouts])) if n != home]
+    if away:
+        raise RuntimeError(
+            f"rollout workers {away} run on another node than learner rank 0 ({home[:12]}); weight sync "
+            f"passes bucket files through that node's /dev/shm, so the rollout workers must run there "
+            f"(give that node the GPUs or CPUs they need, or use one node)")
 
 
 def _cluster_gpus() -> int:

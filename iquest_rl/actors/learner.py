@@ -273,6 +273,12 @@ class LearnerWorker:
 
         checkpoint.load_learner(self, ckpt_dir)
 
+    def node_id(self) -> str:
+        """The Ray node this rank runs on (rank 0 writes the weight buckets to its /dev/shm)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def ping(self) -> dict[str, Any]:
         return {**self.info, "rank": self.rank, "pid": os.getpid(), "version": self.version}
 

@@ -150,6 +150,12 @@ class RolloutWorker:
     def health(self) -> dict[str, Any]:
         return self.engine.health()
 
+    def node_id(self) -> str:
+        """The Ray node this worker runs on (weight buckets are read from its /dev/shm)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def probe_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         """Prompt logprobs (token i given < i, i >= 1) under the served weights, to verify a sync."""
         return self.engine.prompt_logprobs(sequences)

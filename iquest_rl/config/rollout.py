@@ -58,7 +58,9 @@ class RolloutConfig(StrictModel):
     seed: int = 0
     """Engine seed; per-request seeds are derived from it for reproducibility."""
     sleep_between_steps: bool = False
-    """Colocated GPU layouts: release engine memory while the learner trains."""
+    """Start the engine with vLLM's sleep mode (GPU only; VLLMEngine.sleep/wake_up release and
+    restore its memory). The controller gives engines and learners GPUs of their own and does not
+    colocate them yet, so nothing sleeps during a run."""
     sampling: SamplingConfig = SamplingConfig()
     """Sampling parameters for training rollouts."""
     agent: AgentConfig = AgentConfig()

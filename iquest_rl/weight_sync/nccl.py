@@ -7,6 +7,11 @@ Flow, per engine: the engine starts with `engine_kwargs()`; the learner opens th
 per version, the learner broadcasts the gathered tensors while each worker runs
 `VLLMEngine.receive_weights(update_info(names, dtypes, shapes), version)` (same swap protocol as the
 CPU path: drain, load, reset prefix cache, bump the version). Tested only under the `gpu` marker.
+
+NOT wired into phases.sync, which uses bucket files on GPUs too. Before wiring it: vLLM's
+NCCLTrainerInitInfo defaults to packed buffers while worker_init_info sends none (the workers'
+default is unpacked), vLLM's trainer_init places every engine's workers at rank_offset 1, and its
+sender drives the start/update/finish calls through a client that RolloutWorker does not implement.
 """
 
 from __future__ import annotations
