@@ -93,11 +93,14 @@ class DockerSandbox:
         which reopens it or calls remove()."""
         self.pristine = None
         """reuse.Pristine: the fresh container's fingerprint, when it may be reused."""
+        self.handed_over = False
+        """True once reopened(): this object no longer acts on the container."""
 
     def reopened(self) -> "DockerSandbox":
         """A new, open sandbox object for this (reset) container; this one stays closed."""
         sb = DockerSandbox(self.spec, self.config, self.client, self.run_id, self.on_close)
         sb.id, sb.name, sb.remover, sb.pristine = self.id, self.name, self.remover, self.pristine
+        self.handed_over = True
         return sb
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -174,7 +177,10 @@ class DockerSandbox:
         self.remove()
 
     def remove(self) -> None:
-        """Remove the container, on `remover` when set (close() without reuse)."""
+        """Remove the container, on `remover` when set (close() without reuse). Nothing once the
+        container was handed over to a reopened object."""
+        if self.handed_over:
+            return
         self.closed = True
         if self.remover is not None:
             try:
@@ -293,11 +299,14 @@ class DockerSandbox:
                                     f"{(raw.stdout.text() + raw.stderr.text()).strip()[:500]}")
         return raw
 
-    def exec_argv(self, argv: list[str], timeout: float = 60.0, user: str | None = None) -> ExecResult:
+    def exec_argv(self, argv: list[str], timeout: float = 60.0, user: str | None = None,
+                  env: dict[str, str] | None = None) -> ExecResult:
         """Run `argv` as is (no shell wrapper, no tag, no process-group kill), from "/". For the
         sandbox's own housekeeping (sandboxes/reuse.py), whose scripts must be the only process
-        of their exec."""
-        raw = self._raw(argv, user or self.spec.user, "/", None, timeout, self.config.output_limit_bytes)
+        of their exec; allowed on a closed sandbox (the pool resets it) unless it was handed over."""
+        if self.handed_over:
+            raise RuntimeError(f"sandbox {self.name}: its container now belongs to another sandbox object")
+        raw = self._raw(argv, user or self.spec.user, "/", env, timeout, self.config.output_limit_bytes)
         return ExecResult(exit_code=-1 if raw.exit_code is None else raw.exit_code, stdout=raw.stdout.text(),
                           stderr=raw.stderr.text(), duration_s=raw.duration_s, timed_out=raw.hit_deadline)
 
@@ -305,6 +314,7 @@ class DockerSandbox:
         """Kill every process of `user` (default spec.user) in the container, e.g. servers an agent
         left in the background, before tests run. Restarts the container when no process can be
         started (pids limit exhausted by a fork bomb); the writable layer survives, /tmp does not."""
+        self._require_started()
         try:
             # As the same uid (no CAP_KILL): kill(-1) reaches all of that uid's processes but itself.
             self._raw(["/bin/sh", "-c", "kill -9 -1"], user or self.spec.user, "/", None, 15.0, 4096)

@@ -20,6 +20,13 @@ which run as another uid), the roots, and two digests, of the workdir and of the
 covers every entry's type, mode, owner, size, file time, link target and the SHA-256 of every file's
 content (directory times are left out: adding and removing an entry changes them).
 
+Trusting the checks made inside. They run with PATH=/usr/sbin:/usr/bin:/sbin:/bin and no LD_PRELOAD
+or LD_LIBRARY_PATH, and snapshot refuses an image where the user may change anything under /usr,
+/bin, /sbin, /lib* or /etc: the tools the checks run are then the image's own, unchangeable by the
+user. The archive and the listing sit in /var/tmp (the user owns them: reset must read them); their
+SHA-256 ("seal") is kept outside and checked before reset uses them, so a tampered one, or a FIFO
+in their place, means no reuse and carries nothing to the next user.
+
 reset, after a use, in one exec as that user: kills every process of the user (`kill -9 -1`, until
 only the fresh container's are left), empties the workdir and extracts the archive, removes every
 entry under the roots that the listing does not have, empties /dev/shm and /dev/mqueue and removes
@@ -41,6 +48,8 @@ LISTING = "/var/tmp/.iqrl-pristine.list"
 """The fresh entries under the roots (what reset keeps; the digests check the result)."""
 MAX_USES = 50
 """Uses of one container before it is removed anyway."""
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LD_PRELOAD": "", "LD_LIBRARY_PATH": "", "ENV": "", "BASH_ENV": ""}
+"""The checks' environment: the image's own tools, whatever the spec's PATH says."""
 
 # Shell helpers of both scripts ($a, $l: the archive and the listing, left out of the digests).
 # `pids` sets $out to the container's processes other than this shell, without forking (a pipeline
@@ -63,23 +72,29 @@ u=$(id -u)
 [ "$u" = 0 ] && { echo "the user is root: every file is writable, no reset can be proven"; exit 6; }
 pids; echo "pids$out"
 tar --format=posix -C "$w" -cf "$a" . || exit 3
-chmod 600 "$a"
 nl='
 '
 set -f; IFS=$nl
-set -- $(find / -xdev \( -path "$w" -o -path "$a" \) -prune -o \( -user "$u" -o -writable \) -print 2>/dev/null \
-         | LC_ALL=C sort | awk '{ if (top == "" || index($0, top) != 1) { top = $0 "/"; print } }')
+set -- $(find / -xdev \( -path "$w" -o -path "$a" -o -path "$l" \) -prune -o \( -user "$u" -o -writable \) -print \
+           2>/dev/null | LC_ALL=C sort | awk '{ if (top == "" || index($0, top) != 1) { top = $0 "/"; print } }')
 unset IFS; set +f
 [ $# -gt 0 ] || { echo "nothing outside the workdir is writable (unexpected)"; exit 7; }
-for r; do [ -e "$r" ] || [ -L "$r" ] || { echo "unusable path $r"; exit 7; }; echo "root $r"; done
-find "$@" -xdev -print 2>/dev/null | LC_ALL=C sort > "$l"; chmod 600 "$l"
+for r; do
+  [ -e "$r" ] || [ -L "$r" ] || { echo "unusable path $r"; exit 7; }
+  case "$r" in /usr|/usr/*|/bin|/bin/*|/sbin|/sbin/*|/lib|/lib/*|/lib32*|/lib64*|/libx32*|/etc|/etc/*)
+    echo "the user may change $r, where the checks' own tools and configuration live"; exit 7;; esac
+  echo "root $r"
+done
+find "$@" -xdev -print0 2>/dev/null | LC_ALL=C sort -z > "$l"
+chmod 600 "$a" "$l"
+echo "seal $(cat "$a" "$l" | sha256sum | cut -c1-64)"
 echo "digest $(cd "$w" && digest .)"
 echo "outside $(digest "$@")"
 """
 
 _RESET = _LIB + r"""
-w=$1 a=$2 l=$3 want=$4
-shift 4
+w=$1 a=$2 l=$3 want=$4 seal=$5
+shift 5
 kill -9 -1 2>/dev/null
 i=0
 while :; do
@@ -87,11 +102,12 @@ while :; do
   i=$((i + 1)); [ $i -ge 200 ] && { echo "processes left:$out (fresh: $want)"; exit 3; }
   kill -9 -1 2>/dev/null; sleep 0.01
 done
+for f in "$a" "$l"; do [ -f "$f" ] && [ ! -L "$f" ] || { echo "$f is no longer a regular file"; exit 8; }; done
+[ "$(cat "$a" "$l" | sha256sum | cut -c1-64)" = "$seal" ] || { echo "$a or $l was changed"; exit 8; }
 chmod -R u+rwX "$w" 2>/dev/null
 find "$w" -mindepth 1 -maxdepth 1 -exec rm -rf {} + || { echo "workdir $w could not be emptied"; exit 4; }
 tar -C "$w" -xpf "$a" || { echo "workdir $w could not be restored from $a"; exit 5; }
-find "$@" -xdev -print 2>/dev/null | LC_ALL=C sort | LC_ALL=C comm -13 "$l" - \
-  | while IFS= read -r p; do rm -rf -- "$p" 2>/dev/null; done
+find "$@" -xdev -print0 2>/dev/null | LC_ALL=C sort -z | LC_ALL=C comm -z -13 "$l" - | xargs -0r rm -rf -- 2>/dev/null
 for m in /dev/shm /dev/mqueue; do [ -d "$m" ] && find "$m" -mindepth 1 -maxdepth 1 -exec rm -rf {} + 2>/dev/null; done
 ipcrm --all 2>/dev/null
 echo "digest $(cd "$w" && digest .)"
@@ -108,6 +124,7 @@ class Pristine:
     digest: str
     outside: str
     pids: str
+    seal: str
     roots: list[str] = field(default_factory=list)
     """The paths outside the workdir that the user may change (top-most ones)."""
     uses: int = 0
@@ -121,20 +138,21 @@ def supported(sb) -> bool:
 
 def snapshot(sb) -> Pristine:
     """Archive and fingerprint a fresh, started sandbox; raises RuntimeError when it cannot be reused."""
-    r = sb.exec_argv(["/bin/sh", "-c", _SNAPSHOT, "sh", sb.workdir, ARCHIVE, LISTING], timeout=120)
+    r = sb.exec_argv(["/bin/sh", "-c", _SNAPSHOT, "sh", sb.workdir, ARCHIVE, LISTING], timeout=120, env=_ENV)
     got = dict(_fields(r.stdout))
-    if r.exit_code != 0 or r.timed_out or not {"digest", "outside", "pids"} <= got.keys():
+    if r.exit_code != 0 or r.timed_out or not {"digest", "outside", "pids", "seal"} <= got.keys():
         raise RuntimeError(f"sandbox {sb.name}: snapshot failed (exit {r.exit_code}): "
                            f"{(r.stdout + r.stderr).strip()[-300:]}")
     roots = [line[5:] for line in r.stdout.splitlines() if line.startswith("root ")]
-    return Pristine(digest=got["digest"], outside=got["outside"], pids=got["pids"], roots=roots)
+    return Pristine(digest=got["digest"], outside=got["outside"], pids=got["pids"], seal=got["seal"], roots=roots)
 
 
 def reset(sb, p: Pristine) -> str | None:
     """Reset a used sandbox; None when it is proven equal to its fresh state, else the reason not."""
     if p.uses >= MAX_USES:
         return f"used {p.uses} times (MAX_USES)"
-    r = sb.exec_argv(["/bin/sh", "-c", _RESET, "sh", sb.workdir, ARCHIVE, LISTING, p.pids, *p.roots], timeout=120)
+    r = sb.exec_argv(["/bin/sh", "-c", _RESET, "sh", sb.workdir, ARCHIVE, LISTING, p.pids, p.seal, *p.roots],
+                     timeout=120, env=_ENV)
     got = dict(_fields(r.stdout))
     if r.exit_code != 0 or r.timed_out:
         return f"reset failed (exit {r.exit_code}): {(r.stdout + r.stderr).strip()[-300:]}"

@@ -77,6 +77,11 @@ def test_what_cannot_be_proven_equal_is_not_reused(pool, repo_image):
     b, listing = _use(pool, spec, "ls -A")
     assert b != a and "etc" not in listing
 
+    # A FIFO in place of the archive: no reuse, and no reset waiting on it.
+    t0 = time.monotonic()
+    fifo, _ = _use(pool, spec, "rm -f /var/tmp/.iqrl-pristine.tar && mkfifo /var/tmp/.iqrl-pristine.tar")
+    assert time.monotonic() - t0 < 30 and pool.stats()["not_reused"] == 2
+
     # A file of the image that the user may change outside the workdir (its home) is not restored:
     # changed, it means no reuse; new files there are removed.
     repo = SandboxSpec(repo_image, workdir="/repo", reusable=True)
@@ -84,7 +89,20 @@ def test_what_cannot_be_proven_equal_is_not_reused(pool, repo_image):
     c2, home = _use(pool, repo, "ls -A /home/agent; cat a.txt; echo changed >> /home/agent/.profile")
     assert c2 == c and ".new" not in home and "one" in home
     d, profile = _use(pool, repo, "cat /home/agent/.profile")
-    assert d != c and "changed" not in profile and pool.stats()["not_reused"] == 2
+    assert d != c and "changed" not in profile and pool.stats()["not_reused"] == 3
+
+    # Programs planted in a PATH directory the user may create: the checks do not run them, and the
+    # plant is gone for the next user (removed by the reset, or a fresh container).
+    path = {"PATH": "/home/agent/.local/bin:/usr/local/bin:/usr/bin:/bin"}
+    planted = SandboxSpec(repo_image, workdir="/repo", reusable=True, env=path)
+    # (A find that hides the plant, as the checks would see it; a python3 that fakes results.)
+    plant = ("d=/home/agent/.local/bin; mkdir -p $d && "
+             "printf '%s\\n' '#!/bin/sh' '/usr/bin/find \"$@\" | grep -v /home/agent/.local' 'exit 0' > $d/find && "
+             "printf '%s\\n' '#!/bin/sh' 'echo planted' > $d/python3 && chmod +x $d/find $d/python3 && echo ok")
+    _, out = _use(pool, planted, plant)
+    assert out.strip() == "ok"
+    _, after = _use(pool, planted, "command -v python3 find; ls -A /home/agent")
+    assert "planted" not in after and ".local" not in after, after
 
     # Root (even without capabilities) may change nearly every file of the image: never reused.
     root = SandboxSpec(IMAGE, workdir="/srv", user="0:0", reusable=True)
