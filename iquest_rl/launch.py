@@ -118,12 +118,14 @@ def _start_actors(cfg: RunConfig, cluster: Cluster) -> None:
                             get_if_exists=False).remote(cfg.model, cfg.rollout, None, cfg.sandbox, labels)
         for i in range(cfg.rollout.num_workers)
     ]
-    cluster.learners = learners = start_learner_group(cfg.model, cfg.learner, cfg.algo, num_cpus=0.5, num_gpus=1 if gpus else 0,
-                                   seed=cfg.seed, temperature=cfg.rollout.sampling.temperature,
-                                   max_tokens=cfg.rollout.sampling.max_tokens)
+    cluster.learners = learners = start_learner_group(
+        cfg.model, cfg.learner, cfg.algo, num_cpus=0.5, num_gpus=1 if gpus else 0, seed=cfg.seed,
+        temperature=cfg.rollout.sampling.temperature, max_tokens=cfg.rollout.sampling.max_tokens)
     reward_cls = reward_actor_cls(num_cpus=0.1)
-    cluster.rewards = rewards = [reward_cls.options(name=reward_name(i), namespace=NAMESPACE).remote(cfg.reward, cfg.sandbox, labels)
-               for i in range(cfg.reward.num_workers)]
+    cluster.rewards = rewards = [
+        reward_cls.options(name=reward_name(i), namespace=NAMESPACE).remote(cfg.reward, cfg.sandbox, labels)
+        for i in range(cfg.reward.num_workers)
+    ]
     ray.get([r.health.remote() for r in rollouts] + [r.ping.remote() for r in rewards])
     _check_same_node(rollouts, learners[0])
     cluster.info = {"dashboard_url": _dashboard_url(), "gpus": gpus}

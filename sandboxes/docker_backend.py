@@ -166,7 +166,8 @@ class DockerSandbox:
 
     def close(self) -> None:
         """Remove the container (idempotent), on `remover` when set: the sandbox is unusable at once
-        and `on_close` runs once the container is gone. A failed removal is logged; `gc` collects it."""
+        and `on_close` runs once the container is gone. A failed removal is logged; `gc` collects it.
+        With `recycle` set (a pool's reusable spec) the sandbox goes to it instead, to be reset."""
         if self.closed:
             return
         self.closed = True

@@ -83,7 +83,10 @@ class SandboxPool:
         self._waiting = 0        # callers blocked in acquire()
         self._warm: dict[tuple, list[Sandbox]] = {}
         self._refilling: dict[tuple, int] = {}  # warm starts and resets in progress, per spec
+        self._lent: dict[tuple, int] = {}  # reusable sandboxes in use (they come back after a reset)
         self.reuse_counts = {"reused": 0, "not_reused": 0}
+        self.last_refusal = ""
+        """Why the last reset sandbox was not reused (also logged)."""
         self._no_release: set[int] = set()  # ids of sandboxes whose slot passes to a caller on close
         self._closed = False
         self._refiller = ThreadPoolExecutor(max_workers=max(1, min(config.pool_size, REFILL_THREADS)),
@@ -111,8 +114,7 @@ class SandboxPool:
             _close_now(victim)  # its slot is ours now
         if warm is not None:
             if warm.alive():
-                self.prewarm(spec)
-                return warm
+                return self._hand_out(warm, spec)
             log.warning("sandbox pool: warm sandbox %s failed its health check; replacing it",
                         getattr(warm, "name", "?"))
             with self._cond:
@@ -123,6 +125,14 @@ class SandboxPool:
         except BaseException:
             self._release_slot()
             raise
+        return self._hand_out(sb, spec)
+
+    def _hand_out(self, sb: Sandbox, spec: SandboxSpec) -> Sandbox:
+        """Count a reusable sandbox as coming back (no warm start for it), top the warm ones up."""
+        if getattr(sb, "recycle", None) is not None:
+            with self._cond:
+                key = _key(spec)
+                self._lent[key] = self._lent.get(key, 0) + 1
         self.prewarm(spec)
         return sb
 
@@ -133,7 +143,8 @@ class SandboxPool:
         with self._cond:
             if self._closed:
                 return
-            need = self.config.pool_size - len(self._warm.get(key, [])) - self._refilling.get(key, 0)
+            need = (self.config.pool_size - len(self._warm.get(key, [])) - self._refilling.get(key, 0)
+                    - self._lent.get(key, 0))
             for _ in range(max(0, need)):
                 if self._alive + self._waiting >= self.config.max_concurrency:
                     break
@@ -228,6 +239,7 @@ class SandboxPool:
         """close() of a reusable sandbox: reset it on a pool thread (its slot stays held)."""
         key = _key(sb.spec)
         with self._cond:
+            self._lent[key] = max(0, self._lent.get(key, 0) - 1)
             if not self._closed:
                 self._refilling[key] = self._refilling.get(key, 0) + 1
                 try:
@@ -244,6 +256,8 @@ class SandboxPool:
             why = f"reset failed: {e}"
         with self._cond:
             self._refilling[key] -= 1
+            if why is None and len(self._warm.get(key, [])) + self._refilling[key] >= self.config.pool_size:
+                why = f"{self.config.pool_size} (sandbox.pool_size) are ready or starting already"
             if why is None and not self._closed:
                 again = sb.reopened()
                 again.recycle = self._recycle
@@ -252,10 +266,10 @@ class SandboxPool:
                 self._cond.notify_all()
                 return
             self.reuse_counts["not_reused"] += 1
+            self.last_refusal = why or "the pool was closed"
         if why is not None:
-            log.info("sandbox pool: %s not reused (a fresh one replaces it): %s", sb.name, why)
-        sb.remove()
-        self.prewarm(sb.spec)
+            log.info("sandbox pool: %s not reused: %s", sb.name, why)
+        sb.remove()  # its slot is freed once it is gone; the next acquire() tops the warm ones up
 
     def _refill_one(self, spec: SandboxSpec, key: tuple) -> None:
         try:

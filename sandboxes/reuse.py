@@ -97,10 +97,10 @@ w=$1 a=$2 l=$3 want=$4 seal=$5
 shift 5
 kill -9 -1 2>/dev/null
 i=0
-while :; do
+while :; do  # until only the fresh container's processes are left (the killed ones reaped), 10 s at most
   pids; [ "$out" = " $want" ] && break
-  i=$((i + 1)); [ $i -ge 200 ] && { echo "processes left:$out (fresh: $want)"; exit 3; }
-  kill -9 -1 2>/dev/null; sleep 0.01
+  i=$((i + 1)); [ $i -ge 500 ] && { echo "processes left:$out (fresh: $want)"; exit 3; }
+  kill -9 -1 2>/dev/null; sleep 0.02
 done
 for f in "$a" "$l"; do [ -f "$f" ] && [ ! -L "$f" ] || { echo "$f is no longer a regular file"; exit 8; }; done
 [ "$(cat "$a" "$l" | sha256sum | cut -c1-64)" = "$seal" ] || { echo "$a or $l was changed"; exit 8; }

@@ -92,7 +92,7 @@ class Critic:
                 norm = self.engine.get_global_grad_norm()
                 norms.append(float(norm) if norm is not None else float("nan"))
                 n_steps += 1
-        sums = all_reduce(sums.to(self.engine.device)).cpu()
+        sums = all_reduce(sums)
         tok = max(float(sums[3]), 1.0)
         return {"vf_loss": float(sums[0]) / max(n_steps, 1), "vf_clip_frac": float(sums[1]) / tok,
                 "vf_explained_var": float(sums[2]) / tok, "critic_grad_norm": sum(norms) / max(len(norms), 1),

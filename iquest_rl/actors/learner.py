@@ -445,9 +445,14 @@ def start_learner_group(model: ModelConfig, learner: LearnerConfig, algo: GRPOCo
         return cls.options(name=actor_name(rank, group), namespace=NAMESPACE, runtime_env=runtime_env).remote(
             model, learner, algo, rank=rank, world_size=n, master_addr=addr, master_port=port, **kw)
 
-    first = make(0)
-    addr, port = ray.get(first.master_address.remote())
-    actors = [first] + [make(r, addr, port) for r in range(1, n)]
-    # Rank 0 re-reads its own (addr, port): setting them in its constructor would need the port first.
-    ray.get([a.setup.remote() for a in actors])
+    actors = [make(0)]
+    try:
+        addr, port = ray.get(actors[0].master_address.remote())
+        actors += [make(r, addr, port) for r in range(1, n)]
+        # Rank 0 re-reads its own (addr, port): setting them in its constructor would need the port first.
+        ray.get([a.setup.remote() for a in actors])
+    except BaseException:
+        for a in actors:  # named actors: left alive they would block the names on a retry
+            ray.kill(a, no_restart=True)
+        raise
     return actors

@@ -71,7 +71,7 @@ def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, device: str, model
 
 def cpu_thread_binding(ranks: int) -> str:
     """VLLM_CPU_OMP_THREADS_BIND for `ranks` tensor-parallel CPU workers: this process's CPUs split
-    into that many groups ("0-3|4-7"). vLLM's own NUMA-node split needs a node per rank."""
+    into that many groups ("0,1|2,3"). vLLM's own NUMA-node split needs a node per rank."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < ranks:
         raise ValueError(f"rollout.tensor_parallel_size={ranks} on the CPU needs at least {ranks} CPUs; "

@@ -40,8 +40,11 @@ def logprobs_from_logits(logits: Tensor, input_ids: Tensor, temperature: float =
     if temperature <= 0:
         raise ValueError(f"logprobs_from_logits: temperature must be > 0, got {temperature}")
     b, t, v = logits.shape
-    pred = logits[:, :-1].reshape(-1, v)
-    labels = input_ids[:, 1:].reshape(-1, 1)
+    # Position t of row r predicts token t+1: score every position against the next token (the
+    # row's last position against its first, dropped below). Flattening the whole tensor is a
+    # view; flattening logits[:, :-1] would copy all the logits.
+    pred = logits.reshape(-1, v)
+    labels = input_ids.roll(-1, dims=1).reshape(-1, 1)
 
     def chunk(lg: Tensor, lb: Tensor) -> Tensor:
         lg = lg.float()
@@ -52,7 +55,7 @@ def logprobs_from_logits(logits: Tensor, input_ids: Tensor, temperature: float =
     grad = torch.is_grad_enabled() and logits.requires_grad
     parts = [torch.utils.checkpoint.checkpoint(chunk, lg, lb, use_reentrant=False) if grad else chunk(lg, lb)
              for lg, lb in zip(pred.split(chunk_tokens), labels.split(chunk_tokens))]
-    shifted = (torch.cat(parts) if parts else pred.new_zeros(0, dtype=torch.float32)).view(b, t - 1)
+    shifted = (torch.cat(parts) if parts else pred.new_zeros(0, dtype=torch.float32)).view(b, t)[:, :-1]
     return torch.cat([shifted.new_zeros(shifted.shape[0], 1), shifted], dim=1)
 
 

@@ -20,7 +20,6 @@ the base commit is left for the agent to read the fix from).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import shlex
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterator
 
 from iquest_rl.types import Outcome, Task
@@ -274,7 +273,7 @@ class SWERuntime:
                  "test.patch": inst.test_patch, "eval.sh": inst.eval_script or make_eval_script(inst),
                  "apply.sh": _APPLY.format(grade=GRADE_DIR, failed=PATCH_FAILED)}
         # A grading container may be a reused one, reset and proven equal to a fresh one (sandboxes/reuse.py).
-        spec = dataclasses.replace(self.spec(task), reusable=True)
+        spec = replace(self.spec(task), reusable=True)
         with tempfile.TemporaryDirectory() as tmp, opened(self.sandboxes, spec) as sb:
             for name, text in files.items():
                 with open(os.path.join(tmp, name), "w") as f:

@@ -155,8 +155,11 @@ def test_resume_on_gpu_equals_uninterrupted_run(learner, tiny_model_path, tmp_pa
     m_cont = a.train_step(_batch(12))
     continued = a.full_state_dict()
 
+    rng = torch.cuda.get_rng_state()  # what the checkpoint holds (nothing drew from it since)
     b = _worker(tiny_model_path, lr=1e-2, warmup_steps=10, seed=7)
+    torch.cuda.manual_seed(12345)
     b.load_checkpoint(str(ckpt))
+    assert torch.equal(torch.cuda.get_rng_state(), rng)  # dropout would draw the same numbers
     loaded = b.full_state_dict()
     for n, t in after_k.items():
         assert torch.equal(loaded[n], t), f"restored weights differ at {n}"
