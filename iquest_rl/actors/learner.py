@@ -332,15 +332,16 @@ class LearnerWorker:
         dist.all_reduce(d, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
         return d.to(t.device)
 
-    def _union(self, keys: list[str]) -> list[str]:
-        """The sorted union of `keys` over ranks (a rank that held no row has none)."""
+    def _union(self, *key_lists: list[str]) -> list[list[str]]:
+        """Each of `key_lists`, sorted and united over ranks (a rank that held no row has none);
+        one collective for all of them."""
         import torch.distributed as dist
 
         if self.world == 1:
-            return sorted(keys)
+            return [sorted(keys) for keys in key_lists]
         every: list[Any] = [None] * self.world
-        dist.all_gather_object(every, sorted(keys))
-        return sorted(set().union(*every))
+        dist.all_gather_object(every, [sorted(keys) for keys in key_lists])
+        return [sorted(set().union(*(rank[i] for rank in every))) for i in range(len(key_lists))]
 
     def _sum_over_ranks(self, t: Any) -> Any:
         """Sum of a CPU tensor over ranks (shards are disjoint, so this assembles the full tensor)."""
@@ -375,12 +376,11 @@ class _MetricAcc:
         contributes zeros to the sums and -inf to the maxima."""
         import torch
 
-        keys = union(list(self.sums))
+        keys, mkeys = union(list(self.sums), list(self.maxes))
         t = torch.tensor([self.sums.get(k, 0.0) for k in keys] + [self.weight], dtype=torch.float64)
         t = all_reduce(t)
         w = max(float(t[-1]), 1.0)
         out = {k: float(t[i]) / (max(n_steps, 1) if k in _SUM_KEYS else w) for i, k in enumerate(keys)}
-        mkeys = union(list(self.maxes))
         if mkeys:
             m = all_reduce(torch.tensor([self.maxes.get(k, float("-inf")) for k in mkeys], dtype=torch.float64),
                            "max")

@@ -160,3 +160,15 @@ def test_a_rank_without_rows_still_steps_with_the_others(ray_cluster, groups):
     for k in ("loss", "pg_loss", "entropy", "mismatch/kl"):
         assert m2[0][k] == pytest.approx(m1[k], rel=1e-4, abs=1e-8), k
         assert m2[1][k] == m2[0][k], k
+
+
+def test_weights_export_right_after_scoring(ray_cluster, groups):
+    """A forward-only pass after training leaves ZeRO-3's prefetched parameters in flight unless they
+    are released; gathering the weights right after it must work (it raised 'in flight')."""
+    ray = ray_cluster
+    actors = groups["2rank"]
+    batch, _ = _batch(seed=11)
+    ray.get([a.train_step.remote(batch) for a in actors], timeout=120)
+    ray.get([a.compute_logprobs.remote(batch) for a in actors], timeout=120)
+    state = ray.get([a.full_state_dict.remote() for a in actors], timeout=120)[0]
+    assert state and all(t.numel() for t in state.values())
