@@ -1,7 +1,7 @@
 """During a run: named actors and the project's metrics are visible through Ray's state and metrics
-APIs; a RolloutWorker and a RewardWorker killed while their step-2 calls run are restarted (the
-rollout worker re-synced by the controller, the reward worker's idempotent score call retried by Ray)
-and their work done again.
+APIs; a RolloutWorker and a RewardWorker killed while their step-2 calls run (step 3's when Ray reports
+the call running late) are restarted (the rollout worker re-synced by the controller, the reward
+worker's idempotent score call retried by Ray) and their work done again.
 Runs the controller in this process (the test is the Ray driver)."""
 
 import logging
@@ -26,31 +26,47 @@ def _prometheus_text() -> str:
         return resp.read().decode()
 
 
-def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog):
+def test_actors_metrics_visible_and_rollout_kill_survived(tmp_path, caplog, monkeypatch):
     import ray
     from ray.util.state import list_actors, list_tasks
 
+    from iquest_rl import phases
     from iquest_rl.controller import run
 
     cfg = load(ROOT / "experiments/local/swe_grpo.yaml", [f"output_dir={tmp_path}", "name=observe", "steps=3",
                                                           "logging.progress_bar=false"])
     seen: dict = {}
     killed: dict = {}
+    waiting_in: dict = {}  # the phase whose calls the controller is waiting for, if any
+    restartable = phases._restartable
 
-    def kill_while_running(actor: str, task: str) -> None:
-        """Kill `actor` once Ray reports its `task` running (task events lag about a second)."""
+    def tracked(actors, role, call, revive, deadline, phase):
+        waiting_in["phase"] = phase
+        try:
+            return restartable(actors, role, call, revive, deadline, phase)
+        finally:
+            waiting_in.pop("phase", None)
+
+    monkeypatch.setattr(phases, "_restartable", tracked)
+
+    def kill_while_running(actor: str, task: str, phase: str) -> None:
+        """Kill `actor` once Ray reports its `task` running while the controller waits in `phase`.
+        Ray's task events lag and can still say RUNNING after the call returned, so the phase the
+        controller is in decides, not the report alone."""
         gcs = ray._private.worker.global_worker.node.address
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            if list_tasks(address=gcs, filters=[("name", "=", task), ("state", "=", "RUNNING")]):
+            if waiting_in.get("phase") == phase and list_tasks(
+                    address=gcs, filters=[("name", "=", task), ("state", "=", "RUNNING")]) \
+                    and waiting_in.get("phase") == phase:
                 ray.kill(ray.get_actor(actor, namespace="iquest-rl"), no_restart=False)
                 killed[actor] = True
                 return
             time.sleep(0.2)
 
     def kill_both() -> None:
-        kill_while_running("rollout-0", "RolloutWorker.rollout")
-        kill_while_running("reward-0", "RewardWorker.score")
+        kill_while_running("rollout-0", "RolloutWorker.rollout", "generate")
+        kill_while_running("reward-0", "RewardWorker.score", "reward")
 
     def on_step(step: int, metrics: dict) -> None:
         if step != 1:
