@@ -1,8 +1,8 @@
 """LearnerWorker: one rank of a DeepSpeed ZeRO-3 policy learner (plus the PPO critic), run as a Ray actor.
 
-M workers form ONE torch.distributed group (gloo on CPU, NCCL on GPU): rank 0 picks MASTER_ADDR/PORT
-(`master_address`), the driver passes it to every rank, each rank's `setup` sets RANK/WORLD_SIZE/
-LOCAL_RANK and calls deepspeed.init_distributed. Weights are partitioned while loading (HF's
+M workers form ONE torch.distributed group (gloo on CPU, NCCL on GPU): rank 0 opens the group's
+rendezvous store on a port the system picks and keeps it (`master_address`), the driver passes that
+address to every rank, each rank's `setup` joins the group through it and hands it to DeepSpeed. Weights are partitioned while loading (HF's
 HfDeepSpeedConfig makes from_pretrained use deepspeed.zero.Init).
 
 Data parallelism: the driver passes the FULL TrainBatch to every rank (one ray.put); each rank takes
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from iquest_rl.config.algo import GRPOConfig, PPOConfig
@@ -29,6 +30,8 @@ from iquest_rl.types import TrainBatch
 
 NAMESPACE = "iquest-rl"
 """Ray namespace of the named learner actors."""
+
+_GROUP_TIMEOUT = timedelta(minutes=30)  # DeepSpeed's default for its process group
 
 _MAX_KEYS = ("ratio_max", "mismatch/abs_diff_max")
 # policy_loss returns these as the micro-batch's share of the mini-batch value (normalised by the
@@ -55,6 +58,7 @@ class LearnerWorker:
         self.model_cfg, self.cfg, self.algo = model, learner, algo
         self.rank, self.world = rank, world_size
         self.master = (master_addr, master_port)
+        self.store = None  # rank 0's rendezvous store, open from master_address() on
         self.seed, self.temperature, self.max_tokens = seed, temperature if temperature > 0 else 1.0, max_tokens
         self.engine = None
         self.critic = None
@@ -65,8 +69,10 @@ class LearnerWorker:
     # ---- process group and engines -------------------------------------------------------------
 
     def master_address(self) -> tuple[str, int]:
-        """(address, free port) for the group's rendezvous; call on rank 0 before creating the others."""
-        import socket
+        """(address, port) of the group's rendezvous store, which rank 0 opens here and keeps open:
+        a port found free and bound only at setup could be taken in between. Call on rank 0 before
+        creating the others."""
+        import torch.distributed as dist
 
         try:
             import ray
@@ -74,11 +80,10 @@ class LearnerWorker:
             addr = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         except ImportError:
             addr = "127.0.0.1"
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        self.master = (addr, port)
-        return addr, port
+        self.store = dist.TCPStore(addr, 0, self.world, is_master=True, timeout=_GROUP_TIMEOUT,
+                                   wait_for_workers=False)
+        self.master = (addr, self.store.port)
+        return self.master
 
     def setup(self) -> dict[str, Any]:
         """Join the process group and build the policy engine (and the critic for PPO)."""
@@ -100,7 +105,13 @@ class LearnerWorker:
                           RANK=str(self.rank), WORLD_SIZE=str(self.world), LOCAL_RANK="0")
         self.on_gpu = torch.cuda.is_available()
         if not torch.distributed.is_initialized():
-            deepspeed.init_distributed(dist_backend=resolve_backend(self.cfg, self.on_gpu), auto_mpi_discovery=False)
+            backend = resolve_backend(self.cfg, self.on_gpu)
+            if port is not None:  # join through the store rank 0 holds; DeepSpeed then adopts the group
+                store = self.store or torch.distributed.TCPStore(addr, port, self.world, is_master=False,
+                                                                 timeout=_GROUP_TIMEOUT)
+                torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world,
+                                                     timeout=_GROUP_TIMEOUT)
+            deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(self.seed)
         from .engines import build_engine
 

@@ -40,6 +40,7 @@ def _worker(model_path: str, algo=None, seed: int = 0, **learner):
     w = LearnerWorker(ModelConfig(path=model_path), LearnerConfig(**{"micro_batch_size": 2, "grad_accum": 2,
                                                                      "lr": 1e-3, **learner}),
                       algo or GRPOConfig(), rank=0, world_size=1, seed=seed)
+    w.master_address()  # the group joins through rank 0's store, as start_learner_group does it
     w.setup()
     return w
 
