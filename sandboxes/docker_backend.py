@@ -382,10 +382,11 @@ class DockerSandbox:
     def _oom_since(self, raw: RawExec) -> bool:
         """Did the engine report an OOM kill in this container during the exec?"""
         # The OOM event usually reaches the engine before the killed process's exit reaches us, but
-        # not always: look up to now, then once more over a short window into the future (the
-        # events call blocks until its `until`). A remote engine with a skewed clock can miss it.
+        # not always: look up to now, then once more over a window into the future (the events call
+        # returns at the first event, or at its `until` when none comes: only an exit 137 that was no
+        # OOM kill waits it out). A remote engine with a skewed clock can miss it.
         since = raw.started_at - 0.05
-        for ahead in (0.0, 0.5):
+        for ahead in (0.0, 2.0):
             try:
                 events = self.client.events(since=_ts(since), until=_ts(time.time() + ahead), decode=True,
                                             filters={"container": self.id, "event": "oom"})

@@ -25,9 +25,8 @@ IMAGE = "iquest-rl/base:bookworm"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
-def _cycles(dclient, n: int) -> float:
+def _cycles(dclient, n: int) -> None:
     rid = f"cycles-{uuid.uuid4().hex[:10]}"
-    t0 = time.monotonic()
     try:
         for i in range(n):
             with DockerSandbox(SandboxSpec(IMAGE, workdir="/home/agent"), SandboxConfig(),
@@ -35,7 +34,6 @@ def _cycles(dclient, n: int) -> float:
                 assert sb.exec(f"echo {i}").stdout == f"{i}\n"
                 if i % 4 == 3:
                     dclient.api.kill(sb.id)  # some die before close(): close() still removes them
-        return time.monotonic() - t0
     finally:
         left = list_ours(dclient, rid)
         gc(dclient, run_id=rid)
@@ -48,8 +46,7 @@ def test_cycles_leave_no_containers(dclient):
 
 @pytest.mark.slow
 def test_200_cycles_leave_no_containers(dclient):
-    elapsed = _cycles(dclient, 200)
-    assert elapsed < 180, f"200 cycles took {elapsed:.0f}s"
+    _cycles(dclient, 200)  # how fast a cycle is belongs to sandboxes.runtimes.bench, not here
 
 
 def test_killed_run_is_collected_by_gc(dclient, run_id, make_sb):
@@ -76,8 +73,8 @@ def test_killed_run_is_collected_by_gc(dclient, run_id, make_sb):
         assert mine.name not in early and not early & {c.name for c in orphans}
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        removed = gc(dclient)
-        assert sorted(removed) == sorted(c.name for c in orphans)
+        removed = gc(dclient)  # host-wide: a container some other dead owner left may go too
+        assert {c.name for c in orphans} <= set(removed) and mine.name not in removed
         assert list_ours(dclient, dead_rid) == []
         assert mine.alive() and mine.exec("echo still").stdout == "still\n"
     finally:
@@ -97,7 +94,7 @@ def test_gc_cli_and_reconcile(dclient, run_id, capsys):
         assert "would remove 2 container(s)" in out and all(sb.name in out for sb in sbs)
         assert len(list_ours(dclient, rid)) == 2
         # reconcile removes a run's containers even though their owner (this process) is alive.
-        assert sorted(reconcile(rid, dclient)) == sorted(sb.name for sb in sbs)
+        assert {sb.name for sb in sbs} <= set(reconcile(rid, dclient))  # plus any with a dead owner
         assert list_ours(dclient, rid) == []
         assert gc_main(["--run-id", rid]) == 0 and "removed 0 container(s)" in capsys.readouterr().out
     finally:

