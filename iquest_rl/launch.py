@@ -32,6 +32,11 @@ class Cluster:
     def shutdown(self) -> None:
         import ray
 
+        # Weight files live on the learner's node and, pulled, on other rollout nodes.
+        owners = [*self.rollouts, *self.learners[:1]]
+        _, late = ray.wait([a.drop_weight_files.remote() for a in owners], num_returns=len(owners), timeout=10)
+        if late:
+            log.warning("%d actor(s) did not delete their weight files within 10 s", len(late))
         for a in [*self.rollouts, *self.learners, *self.rewards]:
             try:
                 ray.kill(a, no_restart=True)
@@ -43,7 +48,7 @@ class Cluster:
 
         from .weight_sync.buckets import default_root
 
-        shutil.rmtree(default_root(), ignore_errors=True)  # this run's weight buckets in shared memory
+        shutil.rmtree(default_root(), ignore_errors=True)  # and any on this node, whoever's actor died
         try:
             reconcile(self.run_id)
         except Exception as e:  # noqa: BLE001 - a stopped engine must not hide the run's own error
@@ -127,22 +132,7 @@ def _start_actors(cfg: RunConfig, cluster: Cluster) -> None:
         for i in range(cfg.reward.num_workers)
     ]
     ray.get([r.health.remote() for r in rollouts] + [r.ping.remote() for r in rewards])
-    _check_same_node(rollouts, learners[0])
     cluster.info = {"dashboard_url": _dashboard_url(), "gpus": gpus}
-
-
-def _check_same_node(rollouts: list, learner0) -> None:
-    """Weight buckets go through learner rank 0's /dev/shm: every rollout worker must share its node
-    (a cross-node transport is not built yet). Fail at start, not at the first sync."""
-    import ray
-
-    home = ray.get(learner0.node_id.remote())
-    away = [i for i, n in enumerate(ray.get([r.node_id.remote() for r in rollouts])) if n != home]
-    if away:
-        raise RuntimeError(
-            f"rollout workers {away} run on another node than learner rank 0 ({home[:12]}); weight sync "
-            f"passes bucket files through that node's /dev/shm, so the rollout workers must run there "
-            f"(give that node the GPUs or CPUs they need, or use one node)")
 
 
 def _cluster_gpus() -> int:

@@ -191,7 +191,6 @@ def _ppo_prepare(cluster: Cluster, batch: TrainBatch, algo: Any, deadline: float
 def sync(cluster: Cluster, weights: WeightState, version: int, timeout_s: float) -> dict[str, float]:
     """Gather the learners' weights, push them to every rollout worker, verify what they serve
     (a rollout worker that dies during the push is pushed to again once Ray has restarted it)."""
-    from .weight_sync.buckets import remove_update
     from .weight_sync.gather import check_fingerprints
 
     deadline = time.monotonic() + timeout_s
@@ -201,7 +200,7 @@ def sync(cluster: Cluster, weights: WeightState, version: int, timeout_s: float)
     fps = _restartable(cluster.rollouts, "rollout", lambda w, a: a.update_weights.remote(update),
                        lambda w, a: _wait_alive(a.version.remote, deadline, f"rollout-{w}"), deadline, "sync")
     check_fingerprints(update, [fps[w] for w in range(len(cluster.rollouts))])
-    if weights.update is not None:
-        remove_update(weights.update)
+    if weights.update is not None:  # its files are on learner rank 0's node, which recycles them
+        _get([cluster.learners[0].retire_update.remote(weights.update)], deadline, "sync")
     weights.version, weights.update = version, update
     return {"sync/seconds": time.monotonic() - t0, "sync/bytes": float(out.get("nbytes", 0))}

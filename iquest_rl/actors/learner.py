@@ -59,6 +59,7 @@ class LearnerWorker:
         self.rank, self.world = rank, world_size
         self.master = (master_addr, master_port)
         self.store = None  # rank 0's rendezvous store, open from master_address() on
+        self.export_root = ""  # where export_weights writes bucket files
         self.seed, self.temperature, self.max_tokens = seed, temperature if temperature > 0 else 1.0, max_tokens
         self.engine = None
         self.critic = None
@@ -253,17 +254,42 @@ class LearnerWorker:
 
         Returns on rank 0 {"update": WeightUpdate (carrying its probe fingerprint), "nbytes", "seconds"};
         None elsewhere. The driver pushes "update" to every RolloutWorker.update_weights and passes the
-        returned fingerprints to weight_sync.gather.check_fingerprints.
+        returned fingerprints to weight_sync.gather.check_fingerprints. Under Ray the update names this
+        node and actor, so a rollout worker on another node pulls the files (weight_sync.relay).
         """
+        from dataclasses import replace
+
         from iquest_rl.weight_sync.buckets import default_root
         from iquest_rl.weight_sync.gather import export_update
 
         t0 = time.perf_counter()
-        out = export_update(self.engine.module, str(out_dir or default_root()), version,
-                            self.cfg.sync_bucket_mb * 2**20, self.rank)
+        self.export_root = str(out_dir or default_root())
+        out = export_update(self.engine.module, self.export_root, version, self.cfg.sync_bucket_mb * 2**20,
+                            self.rank)
         if out is not None:
+            where = _ray_whereabouts()
+            if where is not None:
+                out["update"] = replace(out["update"], origin=where[0], source=where[1])
             out["seconds"] = time.perf_counter() - t0
         return out
+
+    def bucket_bytes(self, path: str) -> Any:
+        """One bucket file this rank exported, for a rollout worker on another node (weight_sync.relay)."""
+        from iquest_rl.weight_sync.relay import serve_bucket
+
+        return serve_bucket(path, self.export_root)
+
+    def retire_update(self, update: Any) -> None:
+        """Recycle the bucket files of an update every worker has loaded (they are on this node)."""
+        from iquest_rl.weight_sync.buckets import remove_update
+
+        remove_update(update)
+
+    def drop_weight_files(self) -> None:
+        """Delete this run's bucket files on this node (at shutdown)."""
+        import shutil
+
+        shutil.rmtree(self.export_root, ignore_errors=True)
 
     def full_state_dict(self) -> dict[str, Any] | None:
         """All exported weights as full CPU tensors (rank 0; None elsewhere). Collective; for tests/export."""
@@ -283,12 +309,6 @@ class LearnerWorker:
         from iquest_rl import checkpoint
 
         checkpoint.load_learner(self, ckpt_dir)
-
-    def node_id(self) -> str:
-        """The Ray node this rank runs on (rank 0 writes the weight buckets to its /dev/shm)."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
     def ping(self) -> dict[str, Any]:
         return {**self.info, "rank": self.rank, "pid": os.getpid(), "version": self.version}
@@ -416,6 +436,19 @@ def _as_tensors(batch: TrainBatch) -> Any:
 def _slices(device: Any, sl: Any, *tensors: Any) -> list[Any]:
     """tensor[sl] on `device` for each tensor (None stays None)."""
     return [None if t is None else t[sl].to(device, non_blocking=True) for t in tensors]
+
+
+def _ray_whereabouts() -> tuple[str, str] | None:
+    """(node id, actor name) of this process when it is a named Ray actor, else None."""
+    try:
+        import ray
+    except ImportError:
+        return None
+    if not ray.is_initialized():
+        return None
+    ctx = ray.get_runtime_context()
+    name = ctx.get_actor_name()
+    return (ctx.get_node_id(), name) if name else None
 
 
 def _has_cuda() -> bool:

@@ -77,6 +77,7 @@ class RolloutWorker:
         self.engine = VLLMEngine(model, rollout, device=device)
         self._tokenizer: Any = None
         self._episodes: Any = None
+        self._relay: Any = None
 
     @property
     def tokenizer(self) -> Any:
@@ -138,8 +139,17 @@ class RolloutWorker:
         return self.engine.generate(prompt_ids, sampling, max_tokens, seed=seed)
 
     def update_weights(self, update: Any) -> Any:
-        """WeightUpdate -> Fingerprint; raises WeightSyncError (previous weights kept) on corruption."""
-        return self.engine.update_weights(update)
+        """WeightUpdate -> Fingerprint; raises WeightSyncError (previous weights kept) on corruption.
+        An update written on another node is pulled to this one first (weight_sync.relay)."""
+        return self.engine.update_weights(self.relay.localize(update))
+
+    @property
+    def relay(self) -> Any:
+        if self._relay is None:
+            from iquest_rl.weight_sync.relay import Relay
+
+            self._relay = Relay(self.node_id())
+        return self._relay
 
     def fingerprint(self) -> Any:
         return self.engine.fingerprint()
@@ -148,13 +158,13 @@ class RolloutWorker:
         return self.engine.version
 
     def health(self) -> dict[str, Any]:
-        return self.engine.health()
+        return {**self.engine.health(), "relayed_bytes": self._relay.nbytes if self._relay else 0}
 
     def node_id(self) -> str:
-        """The Ray node this worker runs on (weight buckets are read from its /dev/shm)."""
+        """The Ray node this worker runs on ("" outside Ray)."""
         import ray
 
-        return ray.get_runtime_context().get_node_id()
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def probe_logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         """Prompt logprobs (token i given < i, i >= 1) under the served weights, to verify a sync."""
@@ -173,6 +183,11 @@ class RolloutWorker:
 
     def wake_up(self) -> None:
         self.engine.wake_up()
+
+    def drop_weight_files(self) -> None:
+        """Delete the bucket files pulled from another node (at shutdown)."""
+        if self._relay is not None:
+            self._relay.clear()
 
     def shutdown(self) -> None:
         self.engine.close()

@@ -62,6 +62,11 @@ class WeightUpdate:
     sizes: list[int] = field(default_factory=list)
     """Byte size of each bucket file; a file of another size is reported unreadable (truncated or
     appended to) before its checksum is computed. Empty = sizes not checked."""
+    origin: str = ""
+    """The Ray node whose shared memory holds the bucket files; a receiver on another node pulls
+    them from `source` first (weight_sync.relay). Empty = the receiver's own node."""
+    source: str = ""
+    """Name of the actor that wrote the files and serves them (learner rank 0)."""
 
 
 def default_root() -> Path:

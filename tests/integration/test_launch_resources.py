@@ -26,29 +26,3 @@ def test_too_few_gpus_is_an_error_naming_the_fields():
         assert not ray.util.list_named_actors(all_namespaces=True)  # nothing was started
     finally:
         ray.shutdown()
-
-
-def test_rollouts_on_another_node_than_learner_rank_0_fail_at_start():
-    """Weight buckets pass through learner rank 0's /dev/shm: a rollout worker elsewhere is an error
-    at launch, naming it, not an unreadable bucket at the first sync. (Actors standing in for the
-    workers report the node ids; the check is what is tested.)"""
-    import ray
-
-    from iquest_rl.launch import _check_same_node
-
-    @ray.remote(num_cpus=0)
-    class On:
-        def __init__(self, node):
-            self.node = node
-
-        def node_id(self):
-            return self.node
-
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        here = ray.get_runtime_context().get_node_id()
-        _check_same_node([On.remote(here), On.remote(here)], On.remote(here))
-        with pytest.raises(RuntimeError, match=r"rollout workers \[1\] run on another node"):
-            _check_same_node([On.remote(here), On.remote("f" * 56)], On.remote(here))
-    finally:
-        ray.shutdown()
