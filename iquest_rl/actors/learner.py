@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import timedelta
 from typing import Any
 
 from iquest_rl.config.algo import GRPOConfig, PPOConfig
@@ -30,8 +29,6 @@ from iquest_rl.types import TrainBatch
 
 NAMESPACE = "iquest-rl"
 """Ray namespace of the named learner actors."""
-
-_GROUP_TIMEOUT = timedelta(minutes=30)  # DeepSpeed's default for its process group
 
 _MAX_KEYS = ("ratio_max", "mismatch/abs_diff_max")
 # policy_loss returns these as the micro-batch's share of the mini-batch value (normalised by the
@@ -74,6 +71,7 @@ class LearnerWorker:
         a port found free and bound only at setup could be taken in between. Call on rank 0 before
         creating the others."""
         import torch.distributed as dist
+        from deepspeed.constants import default_pg_timeout
 
         try:
             import ray
@@ -81,7 +79,7 @@ class LearnerWorker:
             addr = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
         except ImportError:
             addr = "127.0.0.1"
-        self.store = dist.TCPStore(addr, 0, self.world, is_master=True, timeout=_GROUP_TIMEOUT,
+        self.store = dist.TCPStore(addr, 0, self.world, is_master=True, timeout=default_pg_timeout,
                                    wait_for_workers=False)
         self.master = (addr, self.store.port)
         return self.master
@@ -108,10 +106,12 @@ class LearnerWorker:
         if not torch.distributed.is_initialized():
             backend = resolve_backend(self.cfg, self.on_gpu)
             if port is not None:  # join through the store rank 0 holds; DeepSpeed then adopts the group
-                store = self.store or torch.distributed.TCPStore(addr, port, self.world, is_master=False,
-                                                                 timeout=_GROUP_TIMEOUT)
+                from deepspeed.constants import default_pg_timeout
+
+                store = self.store or torch.distributed.TCPStore(addr, port, self.world, is_master=self.rank == 0,
+                                                                 timeout=default_pg_timeout)
                 torch.distributed.init_process_group(backend, store=store, rank=self.rank, world_size=self.world,
-                                                     timeout=_GROUP_TIMEOUT)
+                                                     timeout=default_pg_timeout, **_bind_device(self.on_gpu, self.world))
             deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
         torch.manual_seed(self.seed)
         from .engines import build_engine
@@ -289,7 +289,9 @@ class LearnerWorker:
         """Delete this run's bucket files on this node (at shutdown)."""
         import shutil
 
-        shutil.rmtree(self.export_root, ignore_errors=True)
+        from iquest_rl.weight_sync.buckets import default_root
+
+        shutil.rmtree(default_root(), ignore_errors=True)
 
     def full_state_dict(self) -> dict[str, Any] | None:
         """All exported weights as full CPU tensors (rank 0; None elsewhere). Collective; for tests/export."""
@@ -451,6 +453,18 @@ def _ray_whereabouts() -> tuple[str, str] | None:
     return (ctx.get_node_id(), name) if name else None
 
 
+def _bind_device(on_gpu: bool, world: int) -> dict[str, Any]:
+    """init_process_group's device_id, as DeepSpeed passes it: NCCL ranks bind their GPU (eager
+    communicator setup) when the group has peers, except on torch 2.6.x-2.7.0, where that hangs."""
+    import torch
+    from packaging.version import Version
+
+    v = Version(torch.__version__)
+    if not on_gpu or world == 1 or Version("2.6.0") < v < Version("2.7.1"):
+        return {}
+    return {"device_id": torch.device("cuda", torch.cuda.current_device())}
+
+
 def _has_cuda() -> bool:
     import torch
 
@@ -466,10 +480,18 @@ def _free_port() -> int:
 
 
 def learner_actor_cls(num_cpus: float = 1.0, num_gpus: float = 0.0):
-    """The Ray actor class of LearnerWorker (imports ray only when called)."""
+    """The Ray actor class of LearnerWorker (imports ray only when called). Every method runs on one
+    thread in call order, but for `bucket_bytes`, which reads finished files on its own threads, so a
+    rollout worker on another node is not kept waiting behind a train step."""
     import ray
 
-    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(LearnerWorker)
+    class Learner(LearnerWorker):
+        @ray.method(concurrency_group="relay")
+        def bucket_bytes(self, path: str) -> Any:
+            return LearnerWorker.bucket_bytes(self, path)
+
+    Learner.__name__ = Learner.__qualname__ = LearnerWorker.__name__  # what Ray's dashboard and state API show
+    return ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, concurrency_groups={"relay": 2})(Learner)
 
 
 def start_learner_group(model: ModelConfig, learner: LearnerConfig, algo: GRPOConfig | PPOConfig,

@@ -9,7 +9,9 @@ is in flight; the engine batches all of them.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from iquest_rl.agent.policy import Sample
@@ -78,6 +80,8 @@ class RolloutWorker:
         self._tokenizer: Any = None
         self._episodes: Any = None
         self._relay: Any = None
+        self._update_lock = threading.Lock()  # the actor is threaded; pulls must not overlap
+        self._loaded_from = ""  # folder the served update's bucket files were loaded from
 
     @property
     def tokenizer(self) -> Any:
@@ -140,15 +144,27 @@ class RolloutWorker:
 
     def update_weights(self, update: Any) -> Any:
         """WeightUpdate -> Fingerprint; raises WeightSyncError (previous weights kept) on corruption.
-        An update written on another node is pulled to this one first (weight_sync.relay)."""
-        return self.engine.update_weights(self.relay.localize(update))
+        An update written on another node is pulled to this one first (weight_sync.relay); one update
+        at a time, and one not newer than the served version is refused before any pull."""
+        with self._update_lock:
+            if update.version <= self.engine.version:
+                return self.engine.update_weights(update)  # refuses it, naming both versions
+            local = self.relay.localize(update)
+            fp = self.engine.update_weights(local)
+            self._loaded_from = str(Path(local.bucket_paths[0]).parent) if local.bucket_paths else ""
+            return fp
 
     @property
     def relay(self) -> Any:
         if self._relay is None:
+            import os
+
+            import ray
+
             from iquest_rl.weight_sync.relay import Relay
 
-            self._relay = Relay(self.node_id())
+            inside = ray.is_initialized() and ray.get_runtime_context().get_actor_id()
+            self._relay = Relay(self.node_id(), inside or f"pid{os.getpid()}")
         return self._relay
 
     def fingerprint(self) -> Any:
@@ -158,7 +174,8 @@ class RolloutWorker:
         return self.engine.version
 
     def health(self) -> dict[str, Any]:
-        return {**self.engine.health(), "relayed_bytes": self._relay.nbytes if self._relay else 0}
+        return {**self.engine.health(), "relayed_bytes": self._relay.nbytes if self._relay else 0,
+                "loaded_from": self._loaded_from}
 
     def node_id(self) -> str:
         """The Ray node this worker runs on ("" outside Ray)."""
@@ -186,8 +203,8 @@ class RolloutWorker:
 
     def drop_weight_files(self) -> None:
         """Delete the bucket files pulled from another node (at shutdown)."""
-        if self._relay is not None:
-            self._relay.clear()
+        with self._update_lock:
+            self.relay.clear()
 
     def shutdown(self) -> None:
         self.engine.close()

@@ -5,8 +5,9 @@ Each bucket's bytes travel through Ray's object store from learner rank 0 (`Lear
 serves its own files, nothing else) and are written into this node's transport root; the copy is
 then loaded exactly like local buckets. The checksums were computed by the sender over the file it
 wrote, so a bucket damaged or cut short on the way fails them and the previous weights are kept.
-Two buckets are in flight at a time: one is written while the next travels. A worker keeps one
-pulled version on disk: the previous one is deleted once the next is written.
+Two buckets are in flight at a time: one is written while the next travels. Each worker pulls into
+its own folder (workers on one node would otherwise rewrite files another's engine has mapped) and
+keeps one version there: the previous one is deleted once the next is written.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .buckets import WeightSyncError, WeightUpdate, default_root
 
 IN_FLIGHT = 2
 """Buckets requested ahead of the one being written."""
+PULL_TIMEOUT_S = 600.0
+"""Seconds one bucket may take to arrive (the learner serves it between its own calls)."""
 
 
 def serve_bucket(path: str, root: str | Path) -> Any:
@@ -29,23 +32,31 @@ def serve_bucket(path: str, root: str | Path) -> Any:
     into the object store once). Only a file under `root`, the sender's transport root, is served."""
     import numpy as np
 
-    p, base = Path(path).resolve(), Path(root).resolve()
-    if not p.is_relative_to(base):
-        raise WeightSyncError(f"weight relay: {path} is not a bucket file of this learner (under {base})")
-    with open(p, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    if not root:
+        raise WeightSyncError(f"weight relay: {path} asked for before this learner exported any weights")
+    base = Path(root).resolve()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        if not Path(os.readlink(f"/proc/self/fd/{fd}")).is_relative_to(base):  # what was opened, links resolved
+            raise WeightSyncError(f"weight relay: {path} is not a bucket file of this learner (under {base})")
+        size = os.fstat(fd).st_size
         if size == 0:
             return np.empty(0, dtype=np.uint8)
-        return np.frombuffer(mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ), dtype=np.uint8)
+        return np.frombuffer(mmap.mmap(fd, size, prot=mmap.PROT_READ), dtype=np.uint8)
+    finally:
+        os.close(fd)
 
 
 class Relay:
     """Copies the bucket files of updates written on another node into this node's transport root."""
 
-    def __init__(self, node_id: str, root: str | Path | None = None) -> None:
-        """node_id: this worker's Ray node ("" outside Ray: every update is taken as local)."""
+    def __init__(self, node_id: str, worker: str, root: str | Path | None = None) -> None:
+        """node_id: this worker's Ray node ("" outside Ray: every update is taken as local); worker:
+        an id of the worker that a restart keeps (its Ray actor id). What an earlier life of the
+        worker pulled is deleted here."""
         self.node_id = node_id
-        self.root = Path(root) if root is not None else default_root() / f"relay-{node_id[:12]}"
+        self.root = Path(root) if root is not None else default_root() / f"relay-{worker[:16]}"
+        shutil.rmtree(self.root, ignore_errors=True)
         self.dir: Path | None = None
         """Where the last pulled version's files are."""
         self.nbytes = 0
@@ -79,7 +90,7 @@ class Relay:
                 if i + IN_FLIGHT < len(paths):
                     refs.append(fetch(paths[i + IN_FLIGHT]))
                 try:
-                    data = ray.get(refs[i])
+                    data = ray.get(refs[i], timeout=PULL_TIMEOUT_S)
                 except Exception as e:  # noqa: BLE001 - the sender died, or the file went
                     raise WeightSyncError(f"weight relay: could not pull bucket {i} ({path}) of v{update.version} "
                                           f"from {update.source} on node {update.origin[:12]}: {e}") from e
