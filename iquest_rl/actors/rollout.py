@@ -164,7 +164,7 @@ class RolloutWorker:
             from iquest_rl.weight_sync.relay import Relay
 
             inside = ray.is_initialized() and ray.get_runtime_context().get_actor_id()
-            self._relay = Relay(self.node_id(), inside or f"pid{os.getpid()}")
+            self._relay = Relay(self.node_id(), inside or f"pid{os.getpid()}-{id(self):x}")
         return self._relay
 
     def fingerprint(self) -> Any:

@@ -52,8 +52,9 @@ class Relay:
 
     def __init__(self, node_id: str, worker: str, root: str | Path | None = None) -> None:
         """node_id: this worker's Ray node ("" outside Ray: every update is taken as local); worker:
-        an id of the worker that a restart keeps (its Ray actor id). What an earlier life of the
-        worker pulled is deleted here."""
+        an id of the worker that a restart keeps (its Ray actor id); root: the worker's own folder
+        (default: relay-<worker> under the run's transport root). The folder is emptied here: what an
+        earlier life of the worker pulled is deleted."""
         self.node_id = node_id
         self.root = Path(root) if root is not None else default_root() / f"relay-{worker[:16]}"
         shutil.rmtree(self.root, ignore_errors=True)
