@@ -85,7 +85,11 @@ for r; do
     echo "the user may change $r, where the checks' own tools and configuration live"; exit 7;; esac
   echo "root $r"
 done
+: > "$l"  # before the find: the pipeline's redirect would create it while find runs, so maybe unlisted
 find "$@" -xdev -print0 2>/dev/null | LC_ALL=C sort -z > "$l"
+for f in "$a" "$l"; do  # a reset removes what the listing lacks
+  tr '\0' '\n' < "$l" | grep -qxF "$f" || { echo "$f is missing from its own listing"; exit 7; }
+done
 chmod 600 "$a" "$l"
 echo "seal $(cat "$a" "$l" | sha256sum | cut -c1-64)"
 echo "digest $(cd "$w" && digest .)"
