@@ -2,8 +2,9 @@
 
 M workers form ONE torch.distributed group (gloo on CPU, NCCL on GPU): rank 0 opens the group's
 rendezvous store on a port the system picks and keeps it (`master_address`), the driver passes that
-address to every rank, each rank's `setup` joins the group through it and hands it to DeepSpeed. Weights are partitioned while loading (HF's
-HfDeepSpeedConfig makes from_pretrained use deepspeed.zero.Init).
+address to every rank, each rank's `setup` joins the group through it and hands it to DeepSpeed.
+Weights are partitioned while loading (HF's HfDeepSpeedConfig makes from_pretrained use
+deepspeed.zero.Init).
 
 Data parallelism: the driver passes the FULL TrainBatch to every rank (one ray.put); each rank takes
 its shard of every mini-batch (actors/microbatch.py), so the loss normalisers are global with no
