@@ -265,6 +265,8 @@ def resolve_config(args: argparse.Namespace, tasks: list[Task]) -> Any:
         cli.append(f"sandbox.base_map={json.dumps(_base_map(args.base_map))}")
     if getattr(args, "agent_user", "1000:1000") != "1000:1000":
         cli.append(f"sandbox.agent_user={json.dumps(args.agent_user)}")
+    if getattr(args, "test_timeout", None) is not None:
+        cli.append(f"sandbox.test_timeout_s={args.test_timeout}")
     if args.temperature is not None:
         cli.append(f"rollout.sampling.temperature={args.temperature}")
     elif args.samples == 1:

@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                           "id_s, instance_id, repo, version, image_name); default: the row's image, else its format's")
     swe.add_argument("--format", default="", dest="row_format",
                      help="row format: swe-bench, swe-gym, swe-rebench, swe-smith ('' = detected per row)")
-    swe.add_argument("--test-timeout", type=_bounded(float, 1, 86400), default=600.0,
-                     help="seconds for one test run (1..86400)")
+    swe.add_argument("--test-timeout", type=_bounded(float, 1, 86400), default=None,
+                     help="seconds for one test run (1..86400; default 600, or the --config recipe's "
+                          "sandbox.test_timeout_s)")
     term = sub.add_parser("terminal", help="Terminal-Bench 1 (task.yaml) or Harbor (task.toml) task dirs")
     term.add_argument("--tasks", required=True,
                       help="builtin:terminal_tasks, builtin:harbor_tasks or a directory of task dirs (either layout)")

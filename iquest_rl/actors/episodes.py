@@ -42,7 +42,8 @@ class EpisodeRunner:
         self.loop = AgentLoop(tokenizer, agent, model)
         self.tokenizer = tokenizer
         self.sandbox_cfg = sandbox
-        self.runtimes = Runtimes(RuntimeContext(labels=dict(labels or {}), sandbox=sandbox))
+        self.runtimes = Runtimes(RuntimeContext(labels=dict(labels or {}), sandbox=sandbox,
+                                                test_timeout_s=sandbox.test_timeout_s))
 
     def run(self, tasks: list[Task], n: int, sampling: SamplingConfig, policy_for: PolicyFactory,
             seed: int, generate_many: GenerateMany | None = None) -> list[Trajectory]:

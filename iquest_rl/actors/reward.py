@@ -30,7 +30,8 @@ class RewardWorker:
 
         self.cfg = reward
         self.reward = build_reward(reward)
-        self.runtimes = Runtimes(RuntimeContext(labels=dict(labels or {}), sandbox=sandbox))
+        self.runtimes = Runtimes(RuntimeContext(labels=dict(labels or {}), sandbox=sandbox,
+                                                test_timeout_s=sandbox.test_timeout_s))
         self.concurrency = sandbox.max_concurrency
 
     def score(self, items: list[tuple[Task, Trajectory]]) -> list[RewardResult]:

@@ -35,6 +35,9 @@ class SandboxConfig(StrictModel):
     """Disk quota in MiB of what one container writes (and of any one file); 0 = none (sandboxes/disk_quota.py)."""
     exec_timeout_s: float = Field(60.0, gt=0, le=86400)
     """Default timeout of one command in seconds."""
+    test_timeout_s: float | None = Field(None, gt=0, le=86400)
+    """Seconds for one test run when grading a SWE task (the eval script's test command); None = the
+    family's own (600 s). Terminal-Bench and Harbor tasks carry their own test timeouts."""
     output_limit_bytes: int = Field(65536, ge=1024, le=64 << 20)
     """Per-stream output cap; head and tail are kept and `truncated` is set."""
     pool_size: int = Field(2, ge=0, le=256)

@@ -164,6 +164,20 @@ def test_config_from_recipe_and_command_line():
         resolve_config(_args("swe", "--instances", "x", "--model", "m", "--set", "rollout.max_model_len=1"), TASKS)
 
 
+def test_test_timeout_reaches_the_graders_with_a_model():
+    """--test-timeout with --model: the SWE runtime the reward worker builds bounds the test run by it
+    (it was read only without --model); unset, the recipe's sandbox.test_timeout_s, else the family's 600 s."""
+    from iquest_rl.actors.reward import RewardWorker
+
+    cfg = resolve_config(_args("swe", "--instances", "x", "--model", "m", "--test-timeout", "42"), TASKS)
+    assert cfg.sandbox.test_timeout_s == 42.0
+    worker = RewardWorker(cfg.reward, cfg.sandbox)
+    assert worker.runtimes.get("swe").test_timeout_s == 42.0
+    assert resolve_config(_args("swe", "--instances", "x", "--model", "m"), TASKS).sandbox.test_timeout_s is None
+    default = RewardWorker(cfg.reward, cfg.sandbox.model_copy(update={"test_timeout_s": None}))
+    assert default.runtimes.get("swe").test_timeout_s == 600.0
+
+
 def test_command_line_errors(tmp_path, capsys):
     from iquest_rl.evaluate import eval_main
 
